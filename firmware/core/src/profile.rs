@@ -1,0 +1,178 @@
+//! Board profiles (`fixtures/boards/*.toml`): a board's relay limits, UART and ports.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Config, ConfigError, Eol, Mode};
+
+/// Where named profiles live unless `RELAY_HIL_BOARDS_DIR` says otherwise.
+pub const DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/boards");
+
+/// The profile used when none is named.
+pub const DEFAULT_PROFILE: &str = "nodemcu-v2";
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Short name, equal to the file stem.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub relay: RelaySection,
+    #[serde(default)]
+    pub uart: UartSection,
+    #[serde(default)]
+    pub net: NetSection,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySection {
+    pub max_clients: usize,
+    pub max_line: usize,
+    pub txq_size: usize,
+    pub uartq_size: usize,
+    pub stall_timeout_ms: u32,
+    pub mode: Mode,
+    pub eol: Eol,
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        let c = Config::default();
+        RelaySection {
+            max_clients: c.max_clients,
+            max_line: c.max_line,
+            txq_size: c.txq_size,
+            uartq_size: c.uartq_size,
+            stall_timeout_ms: c.stall_timeout_ms,
+            mode: c.mode,
+            eol: c.eol,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UartSection {
+    /// Line rate in bits per second (8N1: ten bits a byte).
+    pub baud: u32,
+    /// Pace the virtual board's UART at `baud`, both ways. Off runs as fast as it can.
+    pub pace: bool,
+}
+
+impl Default for UartSection {
+    fn default() -> Self {
+        UartSection { baud: 115_200, pace: false }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetSection {
+    /// The relay's TCP port on a real board.
+    pub port: u16,
+    /// The status channel's TCP port; 0 serves none.
+    pub status_port: u16,
+}
+
+impl Default for NetSection {
+    fn default() -> Self {
+        NetSection { port: 8888, status_port: 8889 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("unknown board profile `{name}`; known profiles in {dir}: {known}")]
+    Unknown { name: String, dir: PathBuf, known: String },
+    #[error("cannot read board profile {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("malformed board profile {path}: {message}")]
+    Malformed { path: PathBuf, message: String },
+    #[error("invalid board profile {path}: relay.{source}")]
+    Invalid { path: PathBuf, source: ConfigError },
+    #[error("invalid board profile {path}: {field} {problem}")]
+    Field { path: PathBuf, field: &'static str, problem: String },
+}
+
+/// The folder named profiles are looked up in.
+pub fn profiles_dir() -> PathBuf {
+    std::env::var_os("RELAY_HIL_BOARDS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
+}
+
+/// Names of the profiles in [`profiles_dir`], sorted.
+pub fn known_profiles() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(profiles_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension()? == "toml").then(|| p.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+impl Profile {
+    /// Loads a profile by name (from [`profiles_dir`]) or by path (anything with a `/` or a
+    /// `.toml` ending).
+    pub fn load(name_or_path: &str) -> Result<Profile, ProfileError> {
+        let is_path = name_or_path.contains('/') || name_or_path.ends_with(".toml");
+        let path = if is_path {
+            PathBuf::from(name_or_path)
+        } else {
+            let dir = profiles_dir();
+            let path = dir.join(format!("{name_or_path}.toml"));
+            if !path.is_file() {
+                let known = known_profiles();
+                let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+                return Err(ProfileError::Unknown { name: name_or_path.to_owned(), dir, known });
+            }
+            path
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ProfileError::Read { path: path.clone(), source })?;
+        Profile::parse(&text, &path)
+    }
+
+    /// Parses and validates profile text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
+        let profile: Profile = toml::from_str(text).map_err(|e| ProfileError::Malformed {
+            path: path.to_owned(),
+            // toml's message names the key and quotes the offending line.
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        profile
+            .relay_config()
+            .check()
+            .map_err(|source| ProfileError::Invalid { path: path.to_owned(), source })?;
+        if profile.uart.baud == 0 {
+            return Err(ProfileError::Field {
+                path: path.to_owned(),
+                field: "uart.baud",
+                problem: "must be greater than 0".into(),
+            });
+        }
+        Ok(profile)
+    }
+
+    pub fn relay_config(&self) -> Config {
+        let r = &self.relay;
+        Config {
+            max_clients: r.max_clients,
+            max_line: r.max_line,
+            txq_size: r.txq_size,
+            uartq_size: r.uartq_size,
+            stall_timeout_ms: r.stall_timeout_ms,
+            mode: r.mode,
+            eol: r.eol,
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! A plain Rust model of the relay contract (firmware/core/README.md), written from the text
+//! rather than from relay.c, for differential testing against the C core.
+
+use std::collections::VecDeque;
+
+use relay_core::{Config, Mode, NOTICE_MAX};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientCounters {
+    pub id: u32,
+    pub lines: u32,
+    pub overflows: u32,
+    pub txq_high: u32,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub drops: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub accepted: u32,
+    pub rejected: u32,
+    pub disconnects: u32,
+    pub stalls: u32,
+    pub overflows: u32,
+    pub partial_discards: u32,
+    pub uart_rx: u64,
+    pub uart_tx: u64,
+    pub drops: u64,
+    pub uptime_ms: u64,
+}
+
+#[derive(Debug)]
+struct Client {
+    line: Vec<u8>,
+    after_cr: bool,
+    overlong: bool,
+    queue: VecDeque<u8>,
+    /// When the queue first overflowed, until it drains to half.
+    overflowed_at: Option<u32>,
+    closing: bool,
+    c: ClientCounters,
+}
+
+#[derive(Debug)]
+pub struct Model {
+    cfg: Config,
+    now: u32,
+    uart: VecDeque<u8>,
+    /// Slots whose completed unit found no room, in the order they were refused.
+    waiting: VecDeque<usize>,
+    slots: Vec<Option<Client>>,
+    next_id: u32,
+    pub g: Counters,
+}
+
+impl Model {
+    pub fn new(cfg: Config, now: u32) -> Model {
+        Model {
+            cfg,
+            now,
+            uart: VecDeque::new(),
+            waiting: VecDeque::new(),
+            slots: (0..cfg.max_clients).map(|_| None).collect(),
+            next_id: 1,
+            g: Counters::default(),
+        }
+    }
+
+    pub fn accept(&mut self) -> Option<usize> {
+        let Some(slot) = self.slots.iter().position(Option::is_none) else {
+            self.g.rejected += 1;
+            return None;
+        };
+        self.slots[slot] = Some(Client {
+            line: Vec::new(),
+            after_cr: false,
+            overlong: false,
+            queue: VecDeque::new(),
+            overflowed_at: None,
+            closing: false,
+            c: ClientCounters { id: self.next_id, ..Default::default() },
+        });
+        self.next_id += 1;
+        self.g.accepted += 1;
+        Some(slot)
+    }
+
+    fn open(&self, slot: usize) -> bool {
+        matches!(self.slots.get(slot), Some(Some(c)) if !c.closing)
+    }
+
+    /// A unit may go to the UART when no other slot is waiting ahead of it and it fits whole.
+    fn may_commit(&self, slot: usize, need: usize) -> bool {
+        let first = self.waiting.front().is_none_or(|&s| s == slot);
+        first && self.cfg.uartq_size - self.uart.len() >= need
+    }
+
+    fn wait(&mut self, slot: usize) {
+        if !self.waiting.contains(&slot) {
+            self.waiting.push_back(slot);
+        }
+    }
+
+    fn commit(&mut self, slot: usize, unit: &[u8]) {
+        self.uart.extend(unit);
+        if self.waiting.front() == Some(&slot) {
+            self.waiting.pop_front();
+        }
+        self.slots[slot].as_mut().unwrap().c.lines += 1;
+    }
+
+    fn queue_to(&mut self, slot: usize, bytes: &[u8], whole_or_nothing: bool) {
+        let now = self.now;
+        let cap = self.cfg.txq_size;
+        let c = self.slots[slot].as_mut().unwrap();
+        let room = cap - c.queue.len();
+        let take = if bytes.len() <= room { bytes.len() } else if whole_or_nothing { 0 } else { room };
+        c.queue.extend(&bytes[..take]);
+        c.c.txq_high = c.c.txq_high.max(c.queue.len() as u32);
+        let dropped = (bytes.len() - take) as u64;
+        if dropped > 0 {
+            c.c.drops += dropped;
+            self.g.drops += dropped;
+            c.overflowed_at.get_or_insert(now);
+        }
+    }
+
+    pub fn client_input(&mut self, slot: usize, data: &[u8]) -> usize {
+        if !self.open(slot) || data.is_empty() {
+            return 0;
+        }
+        let n = match self.cfg.mode {
+            Mode::Raw => {
+                let chunk = &data[..data.len().min(self.cfg.max_line)];
+                if !self.may_commit(slot, chunk.len()) {
+                    self.wait(slot);
+                    return 0;
+                }
+                self.commit(slot, chunk);
+                chunk.len()
+            }
+            Mode::Line => self.input_line(slot, data),
+        };
+        self.slots[slot].as_mut().unwrap().c.bytes_in += n as u64;
+        n
+    }
+
+    fn input_line(&mut self, slot: usize, data: &[u8]) -> usize {
+        let eol = self.cfg.eol.bytes();
+        for (i, &b) in data.iter().enumerate() {
+            let c = self.slots[slot].as_mut().unwrap();
+            if std::mem::take(&mut c.after_cr) && b == b'\n' {
+                continue; // the LF of a CRLF
+            }
+            match b {
+                b'\r' | b'\n' => {
+                    if c.overlong {
+                        c.overlong = false;
+                    } else {
+                        let mut unit = c.line.clone();
+                        unit.extend_from_slice(eol);
+                        if !self.may_commit(slot, unit.len()) {
+                            self.wait(slot);
+                            return i;
+                        }
+                        self.commit(slot, &unit);
+                    }
+                    let c = self.slots[slot].as_mut().unwrap();
+                    c.line.clear();
+                    c.after_cr = b == b'\r';
+                }
+                _ if c.overlong => {}
+                _ if c.line.len() == self.cfg.max_line => {
+                    c.line.clear();
+                    c.overlong = true;
+                    c.c.overflows += 1;
+                    self.g.overflows += 1;
+                    let notice = format!("!relay overflow max_line={}\r\n", self.cfg.max_line);
+                    assert!(notice.len() < NOTICE_MAX);
+                    self.queue_to(slot, notice.as_bytes(), true);
+                }
+                _ => c.line.push(b),
+            }
+        }
+        data.len()
+    }
+
+    fn free(&mut self, slot: usize) {
+        let c = self.slots[slot].take().unwrap();
+        if !c.line.is_empty() || c.overlong {
+            self.g.partial_discards += 1;
+        }
+        self.waiting.retain(|&s| s != slot);
+        self.g.disconnects += 1;
+    }
+
+    pub fn client_closed(&mut self, slot: usize) {
+        if matches!(self.slots.get(slot), Some(Some(_))) {
+            self.free(slot);
+        }
+    }
+
+    pub fn uart_input(&mut self, data: &[u8]) {
+        self.g.uart_rx += data.len() as u64;
+        for slot in 0..self.slots.len() {
+            if self.open(slot) && !data.is_empty() {
+                self.queue_to(slot, data, false);
+            }
+        }
+    }
+
+    pub fn tick(&mut self, now: u32) {
+        self.g.uptime_ms += u64::from(now.wrapping_sub(self.now));
+        self.now = now;
+        let timeout = self.cfg.stall_timeout_ms;
+        if timeout == 0 {
+            return;
+        }
+        for slot in 0..self.slots.len() {
+            if let Some(c) = self.slots[slot].as_mut()
+                && !c.closing
+                && c.overflowed_at.is_some_and(|t| now.wrapping_sub(t) >= timeout)
+            {
+                c.closing = true;
+                self.g.stalls += 1;
+                self.waiting.retain(|&s| s != slot);
+            }
+        }
+    }
+
+    pub fn uart_take(&mut self, n: usize) -> Vec<u8> {
+        let n = n.min(self.uart.len());
+        self.g.uart_tx += n as u64;
+        self.uart.drain(..n).collect()
+    }
+
+    pub fn client_take(&mut self, slot: usize, n: usize) -> Vec<u8> {
+        if !self.open(slot) {
+            return Vec::new();
+        }
+        let half = self.cfg.txq_size / 2;
+        let c = self.slots[slot].as_mut().unwrap();
+        let n = n.min(c.queue.len());
+        c.c.bytes_out += n as u64;
+        let out: Vec<u8> = c.queue.drain(..n).collect();
+        if c.queue.len() <= half {
+            c.overflowed_at = None;
+        }
+        out
+    }
+
+    pub fn next_close(&mut self) -> Option<usize> {
+        let slot = self.slots.iter().position(|c| c.as_ref().is_some_and(|c| c.closing))?;
+        self.free(slot);
+        Some(slot)
+    }
+
+    pub fn client_counters(&self, slot: usize) -> Option<ClientCounters> {
+        self.slots.get(slot)?.as_ref().map(|c| c.c.clone())
+    }
+
+    pub fn is_open(&self, slot: usize) -> bool {
+        self.open(slot)
+    }
+}
