@@ -30,6 +30,10 @@ fn main() {
             build
                 .flag(format!("-fsanitize={san}"))
                 .flag("-fno-omit-frame-pointer");
+            println!(
+                "cargo:rustc-link-lib=dylib={}",
+                if san == "address" { "asan" } else { &san }
+            );
         }
     }
     build.compile("relay");

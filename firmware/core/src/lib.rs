@@ -88,15 +88,18 @@ mod ffi {
         pub fn relay_config_default(cfg: *mut Config);
         pub fn relay_init(r: *mut c_void, cfg: *const Config, now_ms: u32) -> c_int;
         pub fn relay_accept(r: *mut c_void) -> c_int;
-        pub fn relay_client_input(r: *mut c_void, slot: c_int, data: *const u8, len: usize)
-        -> usize;
+        pub fn relay_client_input(
+            r: *mut c_void,
+            slot: c_int,
+            data: *const u8,
+            len: usize,
+        ) -> usize;
         pub fn relay_client_closed(r: *mut c_void, slot: c_int);
         pub fn relay_uart_input(r: *mut c_void, data: *const u8, len: usize);
         pub fn relay_tick(r: *mut c_void, now_ms: u32);
         pub fn relay_uart_pending(r: *const c_void, data: *mut *const u8) -> usize;
         pub fn relay_uart_consume(r: *mut c_void, n: usize);
-        pub fn relay_client_pending(r: *const c_void, slot: c_int, data: *mut *const u8)
-        -> usize;
+        pub fn relay_client_pending(r: *const c_void, slot: c_int, data: *mut *const u8) -> usize;
         pub fn relay_client_consume(r: *mut c_void, slot: c_int, n: usize);
         pub fn relay_next_close(r: *mut c_void) -> c_int;
         pub fn relay_client_open(r: *const c_void, slot: c_int) -> bool;
@@ -248,11 +251,21 @@ impl Config {
             ("max_clients", self.max_clients, 1, l.max_clients),
             ("max_line", self.max_line, 1, l.max_line),
             ("txq_size", self.txq_size, NOTICE_MAX, l.txq_size),
-            ("uartq_size", self.uartq_size, self.max_line + EOL_MAX, l.uartq_size),
+            (
+                "uartq_size",
+                self.uartq_size,
+                self.max_line + EOL_MAX,
+                l.uartq_size,
+            ),
         ];
         for (field, value, min, max) in ranges {
             if value < min || value > max {
-                return Err(ConfigError { field, value, min, max });
+                return Err(ConfigError {
+                    field,
+                    value,
+                    min,
+                    max,
+                });
             }
         }
         Ok(())
@@ -290,7 +303,9 @@ unsafe impl Send for Relay {}
 
 impl fmt::Debug for Relay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Relay").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Relay")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -318,7 +333,10 @@ impl Relay {
         let mut state = vec![0u64; words].into_boxed_slice();
         // SAFETY: state is a zeroed, 8-aligned buffer of at least sizeof(relay_t) bytes.
         let rc = unsafe { ffi::relay_init(state.as_mut_ptr().cast(), &cfg, now_ms) };
-        assert_eq!(rc, 0, "relay_init refused a config that passed Config::check");
+        assert_eq!(
+            rc, 0,
+            "relay_init refused a config that passed Config::check"
+        );
         Ok(Relay { state, config })
     }
 
@@ -346,7 +364,9 @@ impl Relay {
     /// be offered again later, after the UART queue drained.
     pub fn client_input(&mut self, slot: Slot, data: &[u8]) -> usize {
         // SAFETY: data is a valid slice; the core reads at most len bytes of it.
-        unsafe { ffi::relay_client_input(self.raw_mut(), slot_arg(slot), data.as_ptr(), data.len()) }
+        unsafe {
+            ffi::relay_client_input(self.raw_mut(), slot_arg(slot), data.as_ptr(), data.len())
+        }
     }
 
     pub fn client_closed(&mut self, slot: Slot) {
@@ -369,7 +389,11 @@ impl Relay {
         let mut p = std::ptr::null();
         // SAFETY: the core points p into its own queue, valid while self is not mutated.
         let n = unsafe { ffi::relay_uart_pending(self.raw(), &mut p) };
-        if n == 0 { &[] } else { unsafe { std::slice::from_raw_parts(p, n) } }
+        if n == 0 {
+            &[]
+        } else {
+            unsafe { std::slice::from_raw_parts(p, n) }
+        }
     }
 
     pub fn uart_consume(&mut self, n: usize) {
@@ -382,7 +406,11 @@ impl Relay {
         let mut p = std::ptr::null();
         // SAFETY: as for uart_pending.
         let n = unsafe { ffi::relay_client_pending(self.raw(), slot_arg(slot), &mut p) };
-        if n == 0 { &[] } else { unsafe { std::slice::from_raw_parts(p, n) } }
+        if n == 0 {
+            &[]
+        } else {
+            unsafe { std::slice::from_raw_parts(p, n) }
+        }
     }
 
     pub fn client_consume(&mut self, slot: Slot, n: usize) {
@@ -425,7 +453,12 @@ impl Relay {
     pub fn banner(&self, ip: &str, build_id: &str, port: u16, status_port: u16) -> String {
         let c = |s: &str| CString::new(s.replace('\0', "?")).expect("NULs replaced");
         let (ip, build_id) = (c(ip), c(build_id));
-        let info = ffi::BannerInfo { ip: ip.as_ptr(), build_id: build_id.as_ptr(), port, status_port };
+        let info = ffi::BannerInfo {
+            ip: ip.as_ptr(),
+            build_id: build_id.as_ptr(),
+            port,
+            status_port,
+        };
         // SAFETY: info's strings outlive the call; the formatter bounds its writes by cap.
         format_text(|buf, cap| unsafe { ffi::relay_format_banner(self.raw(), &info, buf, cap) })
     }

@@ -65,7 +65,10 @@ pub struct UartSection {
 
 impl Default for UartSection {
     fn default() -> Self {
-        UartSection { baud: 115_200, pace: false }
+        UartSection {
+            baud: 115_200,
+            pace: false,
+        }
     }
 }
 
@@ -80,22 +83,36 @@ pub struct NetSection {
 
 impl Default for NetSection {
     fn default() -> Self {
-        NetSection { port: 8888, status_port: 8889 }
+        NetSection {
+            port: 8888,
+            status_port: 8889,
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("unknown board profile `{name}`; known profiles in {dir}: {known}")]
-    Unknown { name: String, dir: PathBuf, known: String },
+    Unknown {
+        name: String,
+        dir: PathBuf,
+        known: String,
+    },
     #[error("cannot read board profile {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("malformed board profile {path}: {message}")]
     Malformed { path: PathBuf, message: String },
     #[error("invalid board profile {path}: relay.{source}")]
     Invalid { path: PathBuf, source: ConfigError },
     #[error("invalid board profile {path}: {field} {problem}")]
-    Field { path: PathBuf, field: &'static str, problem: String },
+    Field {
+        path: PathBuf,
+        field: &'static str,
+        problem: String,
+    },
 }
 
 /// The folder named profiles are looked up in.
@@ -132,13 +149,23 @@ impl Profile {
             let path = dir.join(format!("{name_or_path}.toml"));
             if !path.is_file() {
                 let known = known_profiles();
-                let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
-                return Err(ProfileError::Unknown { name: name_or_path.to_owned(), dir, known });
+                let known = if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                };
+                return Err(ProfileError::Unknown {
+                    name: name_or_path.to_owned(),
+                    dir,
+                    known,
+                });
             }
             path
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ProfileError::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ProfileError::Read {
+            path: path.clone(),
+            source,
+        })?;
         Profile::parse(&text, &path)
     }
 
@@ -152,7 +179,10 @@ impl Profile {
         profile
             .relay_config()
             .check()
-            .map_err(|source| ProfileError::Invalid { path: path.to_owned(), source })?;
+            .map_err(|source| ProfileError::Invalid {
+                path: path.to_owned(),
+                source,
+            })?;
         if profile.uart.baud == 0 {
             return Err(ProfileError::Field {
                 path: path.to_owned(),

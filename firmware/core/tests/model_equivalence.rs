@@ -41,16 +41,26 @@ fn event() -> impl Strategy<Value = Event> {
 }
 
 fn config() -> impl Strategy<Value = Config> {
-    (1..=4usize, 1..=40usize, 64..=200usize, 0..=80usize, 0..=2000u32, any::<bool>(), 0..3u8)
-        .prop_map(|(max_clients, max_line, txq_size, extra, stall, raw, eol)| Config {
-            max_clients,
-            max_line,
-            txq_size,
-            uartq_size: max_line + 2 + extra,
-            stall_timeout_ms: stall,
-            mode: if raw { Mode::Raw } else { Mode::Line },
-            eol: [Eol::Lf, Eol::Cr, Eol::Crlf][eol as usize],
-        })
+    (
+        1..=4usize,
+        1..=40usize,
+        64..=200usize,
+        0..=80usize,
+        0..=2000u32,
+        any::<bool>(),
+        0..3u8,
+    )
+        .prop_map(
+            |(max_clients, max_line, txq_size, extra, stall, raw, eol)| Config {
+                max_clients,
+                max_line,
+                txq_size,
+                uartq_size: max_line + 2 + extra,
+                stall_timeout_ms: stall,
+                mode: if raw { Mode::Raw } else { Mode::Line },
+                eol: [Eol::Lf, Eol::Cr, Eol::Crlf][eol as usize],
+            },
+        )
 }
 
 fn take_uart(r: &mut Relay, n: usize) -> Vec<u8> {

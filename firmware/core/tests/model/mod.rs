@@ -79,7 +79,10 @@ impl Model {
             queue: VecDeque::new(),
             overflowed_at: None,
             closing: false,
-            c: ClientCounters { id: self.next_id, ..Default::default() },
+            c: ClientCounters {
+                id: self.next_id,
+                ..Default::default()
+            },
         });
         self.next_id += 1;
         self.g.accepted += 1;
@@ -115,7 +118,13 @@ impl Model {
         let cap = self.cfg.txq_size;
         let c = self.slots[slot].as_mut().unwrap();
         let room = cap - c.queue.len();
-        let take = if bytes.len() <= room { bytes.len() } else if whole_or_nothing { 0 } else { room };
+        let take = if bytes.len() <= room {
+            bytes.len()
+        } else if whole_or_nothing {
+            0
+        } else {
+            room
+        };
         c.queue.extend(&bytes[..take]);
         c.c.txq_high = c.c.txq_high.max(c.queue.len() as u32);
         let dropped = (bytes.len() - take) as u64;
@@ -220,7 +229,8 @@ impl Model {
         for slot in 0..self.slots.len() {
             if let Some(c) = self.slots[slot].as_mut()
                 && !c.closing
-                && c.overflowed_at.is_some_and(|t| now.wrapping_sub(t) >= timeout)
+                && c.overflowed_at
+                    .is_some_and(|t| now.wrapping_sub(t) >= timeout)
             {
                 c.closing = true;
                 self.g.stalls += 1;
@@ -251,7 +261,10 @@ impl Model {
     }
 
     pub fn next_close(&mut self) -> Option<usize> {
-        let slot = self.slots.iter().position(|c| c.as_ref().is_some_and(|c| c.closing))?;
+        let slot = self
+            .slots
+            .iter()
+            .position(|c| c.as_ref().is_some_and(|c| c.closing))?;
         self.free(slot);
         Some(slot)
     }
