@@ -1,0 +1,339 @@
+//! The board's main loop: the same pump between sockets, UART and core as the ESP8266 sketch.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use relay_core::{Config, Relay};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::pace::Pacer;
+
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 4096;
+/// The ESP8266 core's HardwareSerial RX buffer: the most one loop() pass takes from the UART.
+const UART_RX_BUFFER: usize = 256;
+
+/// How often the core's clock advances while nothing else happens.
+pub const TICK: Duration = Duration::from_millis(20);
+/// Pump passes before the loop yields to accept and control work.
+const PASSES: usize = 32;
+
+/// What the banner says about the board beyond the core's own limits.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub ip: String,
+    pub build_id: String,
+    pub port: u16,
+    pub status_port: u16,
+}
+
+struct Client {
+    stream: TcpStream,
+    /// Bytes read but not yet taken by the core: offered again once the UART drains.
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// The peer finished sending; the slot closes once its last bytes are taken.
+    eof: bool,
+}
+
+pub struct Board {
+    relay: Relay,
+    config: Config,
+    identity: Identity,
+    uart: AsyncFd<OwnedFd>,
+    /// Text the firmware itself prints (boot messages, banner), sent before relay output.
+    console: VecDeque<u8>,
+    clients: Vec<Option<Client>>,
+    tx_pace: Option<Pacer>,
+    rx_pace: Option<Pacer>,
+    clock: Instant,
+    uart_buf: Box<[u8]>,
+    /// Largest UART read handed to the core at once: never more than a client queue holds,
+    /// so a reader that keeps up never drops.
+    uart_chunk: usize,
+    /// The last pump stopped early with work left: do not sleep.
+    busy: bool,
+}
+
+fn now_ms(clock: Instant) -> u32 {
+    // The core expects a free-running u32 millisecond counter, wrap included.
+    clock.elapsed().as_millis() as u32
+}
+
+impl Board {
+    pub fn new(
+        config: Config,
+        identity: Identity,
+        uart: OwnedFd,
+        pace_baud: Option<u32>,
+    ) -> io::Result<Board> {
+        let clock = Instant::now();
+        let relay = Relay::new(config, 0).map_err(io::Error::other)?;
+        let mut board = Board {
+            relay,
+            config,
+            identity,
+            // SAFETY: an OwnedFd stays open and names the same file until the AsyncFd drops it.
+            uart: unsafe { AsyncFd::register(uart) }?,
+            console: VecDeque::new(),
+            clients: (0..config.max_clients).map(|_| None).collect(),
+            tx_pace: pace_baud.map(|b| Pacer::new(b, clock)),
+            rx_pace: pace_baud.map(|b| Pacer::new(b, clock)),
+            clock,
+            uart_buf: vec![0; UART_RX_BUFFER].into_boxed_slice(),
+            uart_chunk: UART_RX_BUFFER.min(config.txq_size),
+            busy: false,
+        };
+        board.boot(1);
+        Ok(board)
+    }
+
+    /// What the ROM and then the firmware print after a reset (cause 1: power-on, 2: EN pin).
+    fn boot(&mut self, cause: u8) {
+        let rom = format!("\r\n ets Jan  8 2013,rst cause:{cause}, boot mode:(3,6)\r\n\r\n");
+        let id = &self.identity;
+        let banner = self.relay.banner(&id.ip, &id.build_id, id.port, id.status_port);
+        self.console.extend(rom.as_bytes());
+        self.console.extend(banner.as_bytes());
+    }
+
+    /// Pulses EN: connections drop as the WiFi stack restarts, the relay starts afresh.
+    pub fn reset(&mut self) {
+        self.clients.iter_mut().for_each(|c| *c = None);
+        self.relay = Relay::new(self.config, now_ms(self.clock)).expect("config was valid at start");
+        self.console.clear();
+        self.boot(2);
+        tracing::info!("reset");
+    }
+
+    pub fn status(&self) -> String {
+        self.relay.status()
+    }
+
+    pub fn accept(&mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        match self.relay.accept() {
+            Some(slot) => {
+                tracing::debug!(slot, "client connected");
+                self.clients[slot] = Some(Client {
+                    stream,
+                    buf: vec![0; READ_CHUNK].into_boxed_slice(),
+                    start: 0,
+                    end: 0,
+                    eof: false,
+                });
+            }
+            None => {
+                tracing::debug!("client rejected: all slots taken");
+                tokio::spawn(reject(stream, self.relay.reject_line()));
+            }
+        }
+    }
+
+    /// Moves every byte that can move without waiting. Returns when nothing more can.
+    pub fn pump(&mut self) {
+        self.relay.tick(now_ms(self.clock));
+        for _ in 0..PASSES {
+            let mut progress = self.read_uart();
+            for slot in 0..self.clients.len() {
+                progress |= self.service_client(slot);
+            }
+            progress |= self.write_uart();
+            while let Some(slot) = self.relay.next_close() {
+                tracing::debug!(slot, "client closed: stalled");
+                self.clients[slot] = None;
+                progress = true;
+            }
+            if !progress {
+                self.busy = false;
+                return;
+            }
+        }
+        self.busy = true;
+    }
+
+    fn read_uart(&mut self) -> bool {
+        let now = Instant::now();
+        let budget = self.rx_pace.as_mut().map_or(usize::MAX, |p| p.available(now));
+        let n = budget.min(self.uart_chunk);
+        if n == 0 {
+            return false;
+        }
+        match nix::unistd::read(self.uart.get_ref(), &mut self.uart_buf[..n]) {
+            Ok(0) | Err(nix::errno::Errno::EAGAIN) => false,
+            Ok(n) => {
+                if let Some(p) = self.rx_pace.as_mut() {
+                    p.spend(n);
+                }
+                self.relay.uart_input(&self.uart_buf[..n]);
+                true
+            }
+            Err(e) => {
+                tracing::warn!("uart read: {e}");
+                false
+            }
+        }
+    }
+
+    fn write_uart(&mut self) -> bool {
+        let mut progress = false;
+        loop {
+            let now = Instant::now();
+            let budget = self.tx_pace.as_mut().map_or(usize::MAX, |p| p.available(now));
+            let (from_console, chunk) = if self.console.is_empty() {
+                (false, self.relay.uart_pending())
+            } else {
+                (true, self.console.as_slices().0)
+            };
+            let chunk = &chunk[..chunk.len().min(budget)];
+            if chunk.is_empty() {
+                return progress;
+            }
+            match nix::unistd::write(self.uart.get_ref(), chunk) {
+                Ok(n) => {
+                    if let Some(p) = self.tx_pace.as_mut() {
+                        p.spend(n);
+                    }
+                    if from_console {
+                        self.console.drain(..n);
+                    } else {
+                        self.relay.uart_consume(n);
+                    }
+                    progress = true;
+                }
+                Err(nix::errno::Errno::EAGAIN) => return progress,
+                Err(e) => {
+                    tracing::warn!("uart write: {e}");
+                    return progress;
+                }
+            }
+        }
+    }
+
+    fn service_client(&mut self, slot: usize) -> bool {
+        let Board { relay, clients, .. } = self;
+        let Some(c) = clients[slot].as_mut() else {
+            return false;
+        };
+        let mut progress = false;
+        let mut gone = None;
+        loop {
+            let pending = relay.client_pending(slot);
+            if pending.is_empty() {
+                break;
+            }
+            match c.stream.try_write(pending) {
+                Ok(n) => {
+                    relay.client_consume(slot, n);
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    gone = Some(e);
+                    break;
+                }
+            }
+        }
+        if gone.is_none() {
+            if c.start < c.end {
+                let n = relay.client_input(slot, &c.buf[c.start..c.end]);
+                c.start += n;
+                progress |= n > 0;
+            }
+            // One read per pass keeps a fast client from starving the others.
+            if c.start == c.end && !c.eof {
+                match c.stream.try_read(&mut c.buf) {
+                    Ok(0) => c.eof = true,
+                    Ok(n) => {
+                        (c.start, c.end) = (0, n);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => gone = Some(e),
+                }
+            }
+        }
+        if let Some(e) = gone {
+            // A reset discards whatever the peer's last bytes were, as TCP does.
+            tracing::debug!(slot, "client reset: {e}");
+        } else if !(c.eof && c.start == c.end) {
+            return progress;
+        } else {
+            tracing::debug!(slot, "client closed");
+        }
+        relay.client_closed(slot);
+        clients[slot] = None;
+        true
+    }
+
+    /// When the loop must look again even if no socket becomes ready.
+    pub fn deadline(&self) -> Instant {
+        let now = Instant::now();
+        if self.busy {
+            return now;
+        }
+        let mut at = now + TICK;
+        if let Some(p) = &self.tx_pace {
+            let pending = self.console.len() + self.relay.uart_pending().len();
+            if pending > 0 {
+                at = at.min(now + p.wait_for(pending));
+            }
+        }
+        if let Some(p) = &self.rx_pace
+            && !p.full()
+        {
+            at = at.min(now + p.wait_for(crate::pace::FIFO / 4));
+        }
+        at
+    }
+
+    /// Resolves once any source the pump is waiting on may have work.
+    pub async fn ready(&self) {
+        poll_fn(|cx| {
+            let mut ready = false;
+            // Readiness is cleared before the pump drains the fd to EAGAIN, so no edge is lost.
+            if let Poll::Ready(Ok(mut g)) = self.uart.poll_read_ready(cx) {
+                g.clear_ready();
+                ready = true;
+            }
+            if !self.console.is_empty() || !self.relay.uart_pending().is_empty() {
+                if let Poll::Ready(Ok(mut g)) = self.uart.poll_write_ready(cx) {
+                    g.clear_ready();
+                    ready = true;
+                }
+            }
+            for (slot, c) in self.clients.iter().enumerate() {
+                let Some(c) = c else { continue };
+                if c.start == c.end && !c.eof && c.stream.poll_read_ready(cx).is_ready() {
+                    ready = true;
+                }
+                if !self.relay.client_pending(slot).is_empty()
+                    && c.stream.poll_write_ready(cx).is_ready()
+                {
+                    ready = true;
+                }
+            }
+            if ready { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await
+    }
+}
+
+/// Tells a client there is no room, then closes without resetting the connection.
+async fn reject(mut stream: TcpStream, line: String) {
+    let _ = stream.write_all(line.as_bytes()).await;
+    let _ = stream.shutdown().await;
+    // Closing with unread input would send RST and could destroy the line in flight.
+    let mut sink = [0u8; 256];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}

@@ -1,0 +1,315 @@
+//! The virtual board as a real process: PTY, loopback TCP, status, control, signals.
+
+mod support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use rstest::rstest;
+use support::{BIN, CEILING, Vb, client_eof, client_line};
+
+#[rstest]
+fn ready_line_and_banner_describe_the_board() {
+    let vb = Vb::start(&[]);
+    assert_eq!(vb.ready.profile, "nodemcu-v2");
+    assert_eq!(vb.ready.build, relay_core::SOURCE_ID);
+    assert!(vb.ready.serial.starts_with("/dev/pts/"), "{:?}", vb.ready.serial);
+    assert!(vb.ready.tcp.ip().is_loopback());
+    let port = vb.ready.tcp.port();
+    let status = vb.ready.status.unwrap().port();
+    assert_eq!(
+        vb.banner,
+        format!(
+            "relay ready version=0.1.0 build={} ip=127.0.0.1 port={port} status_port={status} \
+             max_clients=4 max_line=256 txq=1024 uartq=512 stall_ms=5000 mode=line eol=lf",
+            relay_core::SOURCE_ID
+        )
+    );
+}
+
+#[rstest]
+fn relays_both_ways() {
+    let mut vb = Vb::start(&[]);
+    let mut c = vb.connect();
+    c.write_all(b"AT+GMR\r\n").unwrap();
+    assert_eq!(vb.uart_line(), b"AT+GMR");
+    vb.write_uart(b"OK\r\n");
+    let mut buf = Vec::new();
+    assert_eq!(client_line(&mut c, &mut buf), b"OK");
+}
+
+#[rstest]
+fn every_uart_byte_reaches_every_client_in_order() {
+    let mut vb = Vb::start(&[]);
+    let mut clients: Vec<_> = (0..4).map(|_| vb.connect()).collect();
+    vb.wait_counter("clients", 4);
+    let stream: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    vb.write_uart(&stream);
+    for c in &mut clients {
+        let mut got = Vec::new();
+        assert!(support::read_until(c, &mut got, |b| b.len() >= stream.len()));
+        assert_eq!(got, stream, "byte-exact, nothing lost or duplicated");
+    }
+}
+
+/// Two clients type many lines at once in odd-sized pieces; the UART must see only whole
+/// lines, each client's in order.
+#[rstest]
+fn concurrent_clients_never_mix_a_line() {
+    const LINES: usize = 300;
+    let mut vb = Vb::start(&[]);
+    let writers: Vec<_> = ["A", "B"]
+        .into_iter()
+        .map(|name| {
+            let mut c = vb.connect();
+            std::thread::spawn(move || {
+                let text: String = (0..LINES).map(|i| format!("{name}-{i:04}-{}\n", name.repeat(i % 50))).collect();
+                let mut rest = text.as_bytes();
+                let mut seed = name.as_bytes()[0] as usize;
+                while !rest.is_empty() {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    let n = (seed >> 8) % 23 + 1;
+                    let (piece, tail) = rest.split_at(n.min(rest.len()));
+                    c.write_all(piece).unwrap();
+                    rest = tail;
+                }
+                c
+            })
+        })
+        .collect();
+    let mut next = [0usize; 2];
+    for _ in 0..2 * LINES {
+        let line = String::from_utf8(vb.uart_line()).unwrap();
+        let who = match &line[..2] {
+            "A-" => 0,
+            "B-" => 1,
+            _ => panic!("mixed or foreign line on the UART: {line:?}"),
+        };
+        let name = &line[..1];
+        let i = next[who];
+        assert_eq!(line, format!("{name}-{i:04}-{}", name.repeat(i % 50)), "line {i} of {name}");
+        next[who] += 1;
+    }
+    for w in writers {
+        drop(w.join().unwrap());
+    }
+}
+
+#[rstest]
+#[case::exactly_the_limit(256, false)]
+#[case::one_over(257, true)]
+#[case::a_thousand_bytes(1000, true)]
+fn overflow_guard_on_a_real_board(#[case] len: usize, #[case] overflows: bool) {
+    let mut vb = Vb::start(&[]);
+    let mut c = vb.connect();
+    let mut long = vec![b'L'; len];
+    long.push(b'\n');
+    c.write_all(&long).unwrap();
+    c.write_all(b"after\n").unwrap();
+    let mut buf = Vec::new();
+    if overflows {
+        assert_eq!(client_line(&mut c, &mut buf), b"!relay overflow max_line=256");
+    } else {
+        assert_eq!(vb.uart_line(), vec![b'L'; len]);
+    }
+    assert_eq!(vb.uart_line(), b"after", "the guard leaves the next line intact");
+    assert_eq!(vb.counter("overflows"), u64::from(overflows));
+}
+
+#[rstest]
+fn client_beyond_capacity_is_rejected_and_the_others_carry_on() {
+    let mut vb = Vb::start(&["--profile", "tiny"]);
+    let mut a = vb.connect();
+    let _b = vb.connect();
+    vb.wait_counter("clients", 2);
+    let mut third = vb.connect();
+    let mut buf = Vec::new();
+    assert_eq!(client_line(&mut third, &mut buf), b"!relay busy max_clients=2");
+    client_eof(&mut third, &mut buf);
+    assert!(buf.is_empty(), "nothing after the rejection line");
+    a.write_all(b"still here\n").unwrap();
+    assert_eq!(vb.uart_line(), b"still here");
+    assert_eq!(vb.counter("rejected"), 1);
+}
+
+#[rstest]
+#[case::clean_close(false)]
+#[case::reset(true)]
+fn a_departing_client_leaks_no_partial_line(#[case] rst: bool) {
+    let mut vb = Vb::start(&["--profile", "tiny"]);
+    let a = vb.connect();
+    let mut b = vb.connect();
+    vb.wait_counter("clients", 2);
+    (&a).write_all(b"half a li").unwrap();
+    b.write_all(b"whole ").unwrap();
+    if rst {
+        // SO_LINGER 0 turns the close into a RST.
+        socket_linger_zero(&a);
+    }
+    drop(a);
+    vb.wait_counter("disconnects", 1);
+    assert_eq!(vb.counter("partial_discards"), 1);
+    b.write_all(b"line\n").unwrap();
+    assert_eq!(vb.uart_line(), b"whole line");
+    let mut c = vb.connect();
+    c.write_all(b"new client\n").unwrap();
+    assert_eq!(vb.uart_line(), b"new client", "the freed slot is usable");
+}
+
+/// A client with a small receive window, so that a few KiB back it up.
+fn small_window_client(vb: &Vb) -> std::net::TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(2048).unwrap();
+    s.connect(&vb.ready.tcp.into()).unwrap();
+    s.into()
+}
+
+fn socket_linger_zero(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: valid socket fd and a correctly sized linger struct.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+#[rstest]
+fn a_line_sent_just_before_close_still_arrives() {
+    let mut vb = Vb::start(&[]);
+    let mut a = vb.connect();
+    a.write_all(b"last words\n").unwrap();
+    drop(a);
+    assert_eq!(vb.uart_line(), b"last words");
+}
+
+#[rstest]
+fn control_reset_reboots_the_relay() {
+    let mut vb = Vb::start(&[]);
+    let mut c = vb.connect();
+    c.write_all(b"x\n").unwrap();
+    assert_eq!(vb.uart_line(), b"x");
+    assert_eq!(vb.control("reset"), "ok reset\n");
+    let rom = vb.uart_line_starting(" ets ");
+    assert!(rom.contains("rst cause:2"), "{rom}");
+    assert_eq!(vb.uart_line_starting("relay ready "), vb.banner);
+    let mut buf = Vec::new();
+    client_eof(&mut c, &mut buf);
+    assert_eq!(vb.counter("accepted"), 0, "counters restart with the relay");
+    assert!(vb.control("fly").starts_with("err unknown command `fly`"));
+    assert!(vb.control("status").starts_with("relay status "));
+}
+
+#[rstest]
+fn slow_reader_is_closed_and_the_others_keep_up() {
+    let mut vb = Vb::start(&["--profile", "tiny"]);
+    let slow = small_window_client(&vb);
+    let mut fast = vb.connect();
+    vb.wait_counter("clients", 2);
+    // The slow client never reads: once its socket buffers fill, its queue overflows.
+    let chunk = vec![b'.'; 4096];
+    let mut got = Vec::new();
+    let mut sent = 0;
+    while vb.counter("stalls") == 0 {
+        vb.write_uart(&chunk);
+        sent += chunk.len();
+        let ok = support::read_until(&mut fast, &mut got, |b| b.len() >= sent);
+        assert!(ok, "fast client has {} of {sent} bytes; {}", got.len(), vb.status());
+        assert!(sent < 512 << 20, "the slow client was never closed");
+    }
+    assert_eq!(got.len(), sent, "the fast client lost nothing");
+    assert!(vb.counter("drops") > 0);
+    drop(slow);
+}
+
+#[rstest]
+fn sigterm_stops_cleanly_and_removes_the_link() {
+    let dir = std::env::temp_dir().join(format!("vb-link-{}", std::process::id()));
+    let link = dir.to_str().unwrap().to_owned();
+    let mut vb = Vb::start(&["--link", &link]);
+    assert_eq!(std::fs::read_link(&dir).unwrap(), vb.ready.serial);
+    let status = vb.terminate();
+    assert!(status.success(), "{status}");
+    assert!(dir.symlink_metadata().is_err(), "the link is gone");
+}
+
+#[rstest]
+fn exits_when_its_parent_goes_away() {
+    // A shell starts the board and then becomes `sleep`: killing it orphans the board.
+    let mut parent = std::process::Command::new("sh")
+        .args(["-c", "\"$0\" --no-status & exec sleep 600", BIN])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = parent.stdout.take().unwrap();
+    let mut buf = Vec::new();
+    assert!(support::read_until(&mut out, &mut buf, |b| b.contains(&b'\n')));
+    let ready: virtual_board::Ready =
+        serde_json::from_slice(&support::take_line(&mut buf).unwrap()).unwrap();
+    // SAFETY: plain syscall; the fd is owned below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, ready.pid as libc::pid_t, 0) };
+    assert!(pidfd >= 0, "pidfd_open");
+    // SAFETY: pidfd_open returned a fresh fd that nothing else owns.
+    let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as i32) };
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    // A pidfd becomes readable when its process exits.
+    let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&pidfd), nix::poll::PollFlags::POLLIN)];
+    let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(CEILING.as_millis() as u16)).unwrap();
+    if n == 0 {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(ready.pid as i32), nix::sys::signal::Signal::SIGKILL);
+        panic!("the orphaned board is still running");
+    }
+}
+
+#[rstest]
+#[case::unknown_field("name = 'x'\n[relay]\nmax_clientz = 2\n", "unknown field `max_clientz`")]
+#[case::out_of_range("name = 'x'\n[relay]\nmax_line = 99999\n", "relay.max_line = 99999 is out of range")]
+#[case::not_toml("name = \n", "malformed board profile")]
+fn malformed_profile_fails_fast_naming_the_field(#[case] text: &str, #[case] needle: &str) {
+    let path = std::env::temp_dir().join(format!("vb-bad-{}-{}.toml", std::process::id(), needle.len()));
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(BIN).args(["--profile", path.to_str().unwrap()]).output().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(needle), "{err}");
+    assert!(out.stdout.is_empty(), "no ready line for a bad profile");
+}
+
+#[rstest]
+fn unknown_profile_names_the_known_ones() {
+    let out = std::process::Command::new(BIN).args(["--profile", "esp32"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("unknown board profile `esp32`") && err.contains("nodemcu-v2, tiny"), "{err}");
+}
+
+/// Pacing is a lower bound on time: a paced UART can never be faster than its line rate.
+/// (Only the bound that cannot flake on a loaded machine is asserted.)
+#[rstest]
+fn paced_uart_is_never_faster_than_the_line() {
+    const BAUD: u32 = 19_200; // 1,920 bytes/s
+    let mut vb = Vb::start(&["--pace", "--baud", &BAUD.to_string()]);
+    assert!(vb.ready.paced);
+    let mut c = vb.connect();
+    let line = [b'p'; 200];
+    let start = Instant::now();
+    for _ in 0..6 {
+        c.write_all(&line).unwrap();
+        c.write_all(b"\n").unwrap();
+    }
+    for _ in 0..6 {
+        assert_eq!(vb.uart_line(), line);
+    }
+    let elapsed = start.elapsed();
+    // 1206 bytes, less one FIFO burst of 128 that may leave at once.
+    let floor = Duration::from_secs_f64((1206.0 - 128.0) * 10.0 / f64::from(BAUD));
+    assert!(elapsed >= floor, "{elapsed:?} < {floor:?}: the UART outran its baud rate");
+}

@@ -1,0 +1,233 @@
+//! Test support: starts a real `virtual-board` process and talks to its PTY and sockets.
+//!
+//! Every read waits on poll(2) for data with a generous ceiling that only fires on failure.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use virtual_board::Ready;
+
+/// Ceiling for any single expected event. Generous: it only fires when something is broken.
+pub const CEILING: Duration = Duration::from_secs(20);
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_virtual-board");
+
+/// Waits until `fd` is readable or the deadline passes.
+fn wait_readable(fd: impl AsFd, deadline: Instant) -> bool {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => continue,
+            Ok(_) => return true,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+}
+
+/// Reads from `src` into `buf` until `done(buf)` holds; false on EOF or at the ceiling.
+pub fn read_until<R: Read + AsFd>(src: &mut R, buf: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) -> bool {
+    let deadline = Instant::now() + CEILING;
+    let mut chunk = [0u8; 4096];
+    while !done(buf) {
+        if !wait_readable(&*src, deadline) {
+            return false;
+        }
+        match src.read(&mut chunk) {
+            Ok(0) => return done(buf),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return done(buf),
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    true
+}
+
+/// Splits the first complete line (terminated by LF) off the front of `buf`.
+pub fn take_line(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let end = buf.iter().position(|&b| b == b'\n')?;
+    let mut line: Vec<u8> = buf.drain(..=end).collect();
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Some(line)
+}
+
+pub struct Vb {
+    pub child: Child,
+    pub ready: Ready,
+    pub serial: File,
+    /// UART bytes read but not yet taken by a test.
+    pub uart: Vec<u8>,
+    /// The banner line the board printed at boot.
+    pub banner: String,
+}
+
+impl Vb {
+    /// Starts a board, reads its ready line, opens its serial port and reads the boot banner.
+    pub fn start(args: &[&str]) -> Vb {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("virtual-board starts");
+        let mut out = child.stdout.take().unwrap();
+        let mut buf = Vec::new();
+        assert!(
+            read_until(&mut out, &mut buf, |b| b.contains(&b'\n')),
+            "no ready line from virtual-board {args:?}"
+        );
+        let line = take_line(&mut buf).unwrap();
+        let ready: Ready = serde_json::from_slice(&line).expect("ready line is JSON");
+        assert_eq!(ready.event, "ready");
+        assert_eq!(ready.pid, child.id());
+        let serial = open_serial(&ready.serial);
+        let mut vb = Vb { child, ready, serial, uart: Vec::new(), banner: String::new() };
+        vb.banner = vb.uart_line_starting("relay ready ");
+        vb
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.ready.tcp).expect("relay port accepts");
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// The next complete UART line.
+    pub fn uart_line(&mut self) -> Vec<u8> {
+        assert!(
+            read_until(&mut self.serial, &mut self.uart, |b| b.contains(&b'\n')),
+            "no line on the UART within {CEILING:?}; have {:?}",
+            String::from_utf8_lossy(&self.uart)
+        );
+        take_line(&mut self.uart).unwrap()
+    }
+
+    /// Skips UART lines until one starts with `prefix` and returns it.
+    pub fn uart_line_starting(&mut self, prefix: &str) -> String {
+        loop {
+            let line = String::from_utf8_lossy(&self.uart_line()).into_owned();
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    pub fn write_uart(&mut self, data: &[u8]) {
+        self.serial.write_all(data).expect("write to the serial port");
+    }
+
+    /// The status channel's text.
+    pub fn status(&self) -> String {
+        let mut s = TcpStream::connect(self.ready.status.expect("status channel")).unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    /// A counter from the status channel's global line.
+    pub fn counter(&self, key: &str) -> u64 {
+        let text = self.status();
+        let first = text.lines().next().unwrap();
+        first
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {key} in {first}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// Polls the status channel until `key` reaches `value`: the event the test waits for.
+    pub fn wait_counter(&self, key: &str, value: u64) {
+        let deadline = Instant::now() + CEILING;
+        while self.counter(key) != value {
+            assert!(Instant::now() < deadline, "{key} never reached {value}: {}", self.status());
+            std::thread::yield_now();
+        }
+    }
+
+    /// Sends one control command and returns its reply up to the final ok/err line.
+    pub fn control(&self, cmd: &str) -> String {
+        let mut s = TcpStream::connect(self.ready.control).unwrap();
+        s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let ok = read_until(&mut s, &mut buf, |b| {
+            String::from_utf8_lossy(b).lines().any(|l| l.starts_with("ok") || l.starts_with("err"))
+                && b.ends_with(b"\n")
+        });
+        assert!(ok, "no reply to control command {cmd}");
+        String::from_utf8(buf).unwrap()
+    }
+
+    pub fn terminate(&mut self) -> ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Vb {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn open_serial(path: &std::path::Path) -> File {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    assert!(f.as_raw_fd() >= 0);
+    f
+}
+
+/// Reads a TCP client until it has a full line; returns it without its terminator.
+pub fn client_line(s: &mut TcpStream, buf: &mut Vec<u8>) -> Vec<u8> {
+    assert!(
+        read_until(s, buf, |b| b.contains(&b'\n')),
+        "no line at the client within {CEILING:?}; have {:?}",
+        String::from_utf8_lossy(buf)
+    );
+    take_line(buf).unwrap()
+}
+
+/// Reads a TCP client to EOF.
+pub fn client_eof(s: &mut TcpStream, buf: &mut Vec<u8>) {
+    s.set_nonblocking(true).unwrap();
+    let mut chunk = [0u8; 1024];
+    let deadline = Instant::now() + CEILING;
+    loop {
+        assert!(wait_readable(&*s, deadline), "the board never closed the connection");
+        match s.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
