@@ -99,7 +99,9 @@ impl Board {
     fn boot(&mut self, cause: u8) {
         let rom = format!("\r\n ets Jan  8 2013,rst cause:{cause}, boot mode:(3,6)\r\n\r\n");
         let id = &self.identity;
-        let banner = self.relay.banner(&id.ip, &id.build_id, id.port, id.status_port);
+        let banner = self
+            .relay
+            .banner(&id.ip, &id.build_id, id.port, id.status_port);
         self.console.extend(rom.as_bytes());
         self.console.extend(banner.as_bytes());
     }
@@ -107,7 +109,8 @@ impl Board {
     /// Pulses EN: connections drop as the WiFi stack restarts, the relay starts afresh.
     pub fn reset(&mut self) {
         self.clients.iter_mut().for_each(|c| *c = None);
-        self.relay = Relay::new(self.config, now_ms(self.clock)).expect("config was valid at start");
+        self.relay =
+            Relay::new(self.config, now_ms(self.clock)).expect("config was valid at start");
         self.console.clear();
         self.boot(2);
         tracing::info!("reset");
@@ -161,7 +164,10 @@ impl Board {
 
     fn read_uart(&mut self) -> bool {
         let now = Instant::now();
-        let budget = self.rx_pace.as_mut().map_or(usize::MAX, |p| p.available(now));
+        let budget = self
+            .rx_pace
+            .as_mut()
+            .map_or(usize::MAX, |p| p.available(now));
         let n = budget.min(self.uart_chunk);
         if n == 0 {
             return false;
@@ -186,7 +192,10 @@ impl Board {
         let mut progress = false;
         loop {
             let now = Instant::now();
-            let budget = self.tx_pace.as_mut().map_or(usize::MAX, |p| p.available(now));
+            let budget = self
+                .tx_pace
+                .as_mut()
+                .map_or(usize::MAX, |p| p.available(now));
             let (from_console, chunk) = if self.console.is_empty() {
                 (false, self.relay.uart_pending())
             } else {
@@ -320,7 +329,11 @@ impl Board {
                     ready = true;
                 }
             }
-            if ready { Poll::Ready(()) } else { Poll::Pending }
+            if ready {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
         })
         .await
     }

@@ -61,11 +61,16 @@ async fn session(stream: TcpStream, peer: SocketAddr, board: mpsc::Sender<Reques
                 if board.send(Request { command, reply: tx }).await.is_err() {
                     return; // the board is shutting down
                 }
-                rx.await.unwrap_or_else(|_| "err board is shutting down".into())
+                rx.await
+                    .unwrap_or_else(|_| "err board is shutting down".into())
             }
             Err(e) => e,
         };
-        if wr.write_all(format!("{}\n", reply.trim_end()).as_bytes()).await.is_err() {
+        if wr
+            .write_all(format!("{}\n", reply.trim_end()).as_bytes())
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -91,10 +91,15 @@ fn main() -> ExitCode {
         control_port: cli.control_port,
         link: cli.link,
         parent,
-        build_id: cli.build_id.unwrap_or_else(|| relay_core::SOURCE_ID.to_owned()),
+        build_id: cli
+            .build_id
+            .unwrap_or_else(|| relay_core::SOURCE_ID.to_owned()),
         profile,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("virtual-board: cannot start the runtime: {e}");

@@ -15,7 +15,11 @@ pub struct Pacer {
 impl Pacer {
     /// 8N1 framing: a start bit, eight data bits and a stop bit for every byte.
     pub fn new(baud: u32, now: Instant) -> Pacer {
-        Pacer { bytes_per_sec: f64::from(baud) / 10.0, tokens: FIFO as f64, last: now }
+        Pacer {
+            bytes_per_sec: f64::from(baud) / 10.0,
+            tokens: FIFO as f64,
+            last: now,
+        }
     }
 
     /// Bytes that may move now.
@@ -52,8 +56,16 @@ mod tests {
         assert_eq!(p.available(t0), FIFO);
         p.spend(FIFO);
         assert_eq!(p.available(t0), 0);
-        assert_eq!(p.available(t0 + Duration::from_millis(5)), 57, "11.52 bytes per ms");
-        assert_eq!(p.available(t0 + Duration::from_secs(10)), FIFO, "capped at the FIFO");
+        assert_eq!(
+            p.available(t0 + Duration::from_millis(5)),
+            57,
+            "11.52 bytes per ms"
+        );
+        assert_eq!(
+            p.available(t0 + Duration::from_secs(10)),
+            FIFO,
+            "capped at the FIFO"
+        );
     }
 
     #[test]
@@ -62,6 +74,10 @@ mod tests {
         let mut p = Pacer::new(9_600, t0);
         p.spend(FIFO);
         assert_eq!(p.wait_for(96), Duration::from_millis(100));
-        assert_eq!(p.wait_for(10_000), p.wait_for(FIFO), "never waits for more than a FIFO");
+        assert_eq!(
+            p.wait_for(10_000),
+            p.wait_for(FIFO),
+            "never waits for more than a FIFO"
+        );
     }
 }

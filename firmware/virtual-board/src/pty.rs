@@ -26,12 +26,17 @@ impl Pty {
         cfmakeraw(&mut t);
         tcsetattr(&pair.slave, SetArg::TCSANOW, &t)?;
         let flags = OFlag::from_bits_truncate(fcntl(pair.master.as_fd(), FcntlArg::F_GETFL)?);
-        fcntl(pair.master.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        fcntl(
+            pair.master.as_fd(),
+            FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
+        )?;
         let path = nix::unistd::ttyname(pair.slave.as_fd())?;
         let link = match link {
             Some(l) => {
                 // Replace only a stale symlink: never clobber a real file.
-                if l.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+                if l.symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink())
+                {
                     std::fs::remove_file(l)?;
                 }
                 std::os::unix::fs::symlink(&path, l).map_err(|e| {
@@ -41,7 +46,12 @@ impl Pty {
             }
             None => None,
         };
-        Ok(Pty { master: pair.master, _slave: pair.slave, path, link })
+        Ok(Pty {
+            master: pair.master,
+            _slave: pair.slave,
+            path,
+            link,
+        })
     }
 }
 

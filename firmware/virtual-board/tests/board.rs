@@ -13,7 +13,11 @@ fn ready_line_and_banner_describe_the_board() {
     let vb = Vb::start(&[]);
     assert_eq!(vb.ready.profile, "nodemcu-v2");
     assert_eq!(vb.ready.build, relay_core::SOURCE_ID);
-    assert!(vb.ready.serial.starts_with("/dev/pts/"), "{:?}", vb.ready.serial);
+    assert!(
+        vb.ready.serial.starts_with("/dev/pts/"),
+        "{:?}",
+        vb.ready.serial
+    );
     assert!(vb.ready.tcp.ip().is_loopback());
     let port = vb.ready.tcp.port();
     let status = vb.ready.status.unwrap().port();
@@ -63,7 +67,9 @@ fn concurrent_clients_never_mix_a_line() {
         .map(|name| {
             let mut c = vb.connect();
             std::thread::spawn(move || {
-                let text: String = (0..LINES).map(|i| format!("{name}-{i:04}-{}\n", name.repeat(i % 50))).collect();
+                let text: String = (0..LINES)
+                    .map(|i| format!("{name}-{i:04}-{}\n", name.repeat(i % 50)))
+                    .collect();
                 let mut rest = text.as_bytes();
                 let mut seed = name.as_bytes()[0] as usize;
                 while !rest.is_empty() {
@@ -87,7 +93,11 @@ fn concurrent_clients_never_mix_a_line() {
         };
         let name = &line[..1];
         let i = next[who];
-        assert_eq!(line, format!("{name}-{i:04}-{}", name.repeat(i % 50)), "line {i} of {name}");
+        assert_eq!(
+            line,
+            format!("{name}-{i:04}-{}", name.repeat(i % 50)),
+            "line {i} of {name}"
+        );
         next[who] += 1;
     }
     for w in writers {
@@ -108,11 +118,18 @@ fn overflow_guard_on_a_real_board(#[case] len: usize, #[case] overflows: bool) {
     c.write_all(b"after\n").unwrap();
     let mut buf = Vec::new();
     if overflows {
-        assert_eq!(client_line(&mut c, &mut buf), b"!relay overflow max_line=256");
+        assert_eq!(
+            client_line(&mut c, &mut buf),
+            b"!relay overflow max_line=256"
+        );
     } else {
         assert_eq!(vb.uart_line(), vec![b'L'; len]);
     }
-    assert_eq!(vb.uart_line(), b"after", "the guard leaves the next line intact");
+    assert_eq!(
+        vb.uart_line(),
+        b"after",
+        "the guard leaves the next line intact"
+    );
     assert_eq!(vb.counter("overflows"), u64::from(overflows));
 }
 
@@ -124,7 +141,10 @@ fn client_beyond_capacity_is_rejected_and_the_others_carry_on() {
     vb.wait_counter("clients", 2);
     let mut third = vb.connect();
     let mut buf = Vec::new();
-    assert_eq!(client_line(&mut third, &mut buf), b"!relay busy max_clients=2");
+    assert_eq!(
+        client_line(&mut third, &mut buf),
+        b"!relay busy max_clients=2"
+    );
     client_eof(&mut third, &mut buf);
     assert!(buf.is_empty(), "nothing after the rejection line");
     a.write_all(b"still here\n").unwrap();
@@ -166,7 +186,10 @@ fn small_window_client(vb: &Vb) -> std::net::TcpStream {
 
 fn socket_linger_zero(s: &std::net::TcpStream) {
     use std::os::fd::AsRawFd;
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: valid socket fd and a correctly sized linger struct.
     let rc = unsafe {
         libc::setsockopt(
@@ -220,7 +243,12 @@ fn slow_reader_is_closed_and_the_others_keep_up() {
         vb.write_uart(&chunk);
         sent += chunk.len();
         let ok = support::read_until(&mut fast, &mut got, |b| b.len() >= sent);
-        assert!(ok, "fast client has {} of {sent} bytes; {}", got.len(), vb.status());
+        assert!(
+            ok,
+            "fast client has {} of {sent} bytes; {}",
+            got.len(),
+            vb.status()
+        );
         assert!(sent < 512 << 20, "the slow client was never closed");
     }
     assert_eq!(got.len(), sent, "the fast client lost nothing");
@@ -256,26 +284,50 @@ fn exits_when_its_parent_goes_away() {
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, ready.pid as libc::pid_t, 0) };
     assert!(pidfd >= 0, "pidfd_open");
     // SAFETY: pidfd_open returned a fresh fd that nothing else owns.
-    let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as i32) };
+    let pidfd =
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as i32) };
     parent.kill().unwrap();
     parent.wait().unwrap();
     // A pidfd becomes readable when its process exits.
-    let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&pidfd), nix::poll::PollFlags::POLLIN)];
-    let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(CEILING.as_millis() as u16)).unwrap();
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&pidfd),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let n = nix::poll::poll(
+        &mut fds,
+        nix::poll::PollTimeout::from(CEILING.as_millis() as u16),
+    )
+    .unwrap();
     if n == 0 {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(ready.pid as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(ready.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         panic!("the orphaned board is still running");
     }
 }
 
 #[rstest]
-#[case::unknown_field("name = 'x'\n[relay]\nmax_clientz = 2\n", "unknown field `max_clientz`")]
-#[case::out_of_range("name = 'x'\n[relay]\nmax_line = 99999\n", "relay.max_line = 99999 is out of range")]
+#[case::unknown_field(
+    "name = 'x'\n[relay]\nmax_clientz = 2\n",
+    "unknown field `max_clientz`"
+)]
+#[case::out_of_range(
+    "name = 'x'\n[relay]\nmax_line = 99999\n",
+    "relay.max_line = 99999 is out of range"
+)]
 #[case::not_toml("name = \n", "malformed board profile")]
 fn malformed_profile_fails_fast_naming_the_field(#[case] text: &str, #[case] needle: &str) {
-    let path = std::env::temp_dir().join(format!("vb-bad-{}-{}.toml", std::process::id(), needle.len()));
+    let path = std::env::temp_dir().join(format!(
+        "vb-bad-{}-{}.toml",
+        std::process::id(),
+        needle.len()
+    ));
     std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(BIN).args(["--profile", path.to_str().unwrap()]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["--profile", path.to_str().unwrap()])
+        .output()
+        .unwrap();
     std::fs::remove_file(&path).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -285,10 +337,16 @@ fn malformed_profile_fails_fast_naming_the_field(#[case] text: &str, #[case] nee
 
 #[rstest]
 fn unknown_profile_names_the_known_ones() {
-    let out = std::process::Command::new(BIN).args(["--profile", "esp32"]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["--profile", "esp32"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(err.contains("unknown board profile `esp32`") && err.contains("nodemcu-v2, tiny"), "{err}");
+    assert!(
+        err.contains("unknown board profile `esp32`") && err.contains("nodemcu-v2, tiny"),
+        "{err}"
+    );
 }
 
 /// Pacing is a lower bound on time: a paced UART can never be faster than its line rate.
@@ -311,5 +369,8 @@ fn paced_uart_is_never_faster_than_the_line() {
     let elapsed = start.elapsed();
     // 1206 bytes, less one FIFO burst of 128 that may leave at once.
     let floor = Duration::from_secs_f64((1206.0 - 128.0) * 10.0 / f64::from(BAUD));
-    assert!(elapsed >= floor, "{elapsed:?} < {floor:?}: the UART outran its baud rate");
+    assert!(
+        elapsed >= floor,
+        "{elapsed:?} < {floor:?}: the UART outran its baud rate"
+    );
 }

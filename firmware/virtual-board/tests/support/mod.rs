@@ -39,7 +39,11 @@ fn wait_readable(fd: impl AsFd, deadline: Instant) -> bool {
 }
 
 /// Reads from `src` into `buf` until `done(buf)` holds; false on EOF or at the ceiling.
-pub fn read_until<R: Read + AsFd>(src: &mut R, buf: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) -> bool {
+pub fn read_until<R: Read + AsFd>(
+    src: &mut R,
+    buf: &mut Vec<u8>,
+    done: impl Fn(&[u8]) -> bool,
+) -> bool {
     let deadline = Instant::now() + CEILING;
     let mut chunk = [0u8; 4096];
     while !done(buf) {
@@ -98,7 +102,13 @@ impl Vb {
         assert_eq!(ready.event, "ready");
         assert_eq!(ready.pid, child.id());
         let serial = open_serial(&ready.serial);
-        let mut vb = Vb { child, ready, serial, uart: Vec::new(), banner: String::new() };
+        let mut vb = Vb {
+            child,
+            ready,
+            serial,
+            uart: Vec::new(),
+            banner: String::new(),
+        };
         vb.banner = vb.uart_line_starting("relay ready ");
         vb
     }
@@ -130,7 +140,9 @@ impl Vb {
     }
 
     pub fn write_uart(&mut self, data: &[u8]) {
-        self.serial.write_all(data).expect("write to the serial port");
+        self.serial
+            .write_all(data)
+            .expect("write to the serial port");
     }
 
     /// The status channel's text.
@@ -157,7 +169,11 @@ impl Vb {
     pub fn wait_counter(&self, key: &str, value: u64) {
         let deadline = Instant::now() + CEILING;
         while self.counter(key) != value {
-            assert!(Instant::now() < deadline, "{key} never reached {value}: {}", self.status());
+            assert!(
+                Instant::now() < deadline,
+                "{key} never reached {value}: {}",
+                self.status()
+            );
             std::thread::yield_now();
         }
     }
@@ -168,7 +184,9 @@ impl Vb {
         s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
         let mut buf = Vec::new();
         let ok = read_until(&mut s, &mut buf, |b| {
-            String::from_utf8_lossy(b).lines().any(|l| l.starts_with("ok") || l.starts_with("err"))
+            String::from_utf8_lossy(b)
+                .lines()
+                .any(|l| l.starts_with("ok") || l.starts_with("err"))
                 && b.ends_with(b"\n")
         });
         assert!(ok, "no reply to control command {cmd}");
@@ -221,7 +239,10 @@ pub fn client_eof(s: &mut TcpStream, buf: &mut Vec<u8>) {
     let mut chunk = [0u8; 1024];
     let deadline = Instant::now() + CEILING;
     loop {
-        assert!(wait_readable(&*s, deadline), "the board never closed the connection");
+        assert!(
+            wait_readable(&*s, deadline),
+            "the board never closed the connection"
+        );
         match s.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
