@@ -23,6 +23,11 @@ const UART_RX_BUFFER: usize = 256;
 pub const TICK: Duration = Duration::from_millis(20);
 /// Pump passes before the loop yields to accept and control work.
 const PASSES: usize = 32;
+/// EN's RC delay: the ROM samples GPIO0 this long after EN rises, so the brief both-lines-
+/// asserted state in esptool's loader sequence (EN high, GPIO0 high) does not boot the firmware.
+/// Longer than the board's ~1 ms so control-socket latency never matters, and well inside the
+/// 50 ms for which esptool and espflash hold GPIO0 low afterwards.
+pub const EN_DELAY: Duration = Duration::from_millis(25);
 
 /// What the banner says about the board beyond the core's own limits.
 #[derive(Clone, Debug)]
@@ -60,6 +65,42 @@ pub struct Board {
     uart_chunk: usize,
     /// The last pump stopped early with work left: do not sleep.
     busy: bool,
+    lines: Lines,
+    chip: Chip,
+    boot_at: Option<Instant>,
+}
+
+/// The USB-serial adapter's modem lines, as the NodeMCU's two-transistor auto-reset circuit
+/// sees them: EN is pulled low only while RTS alone is asserted, GPIO0 only while DTR alone is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lines {
+    pub dtr: bool,
+    pub rts: bool,
+}
+
+impl Lines {
+    pub fn en_high(self) -> bool {
+        // Pulled low only by "RTS and not DTR".
+        !self.rts || self.dtr
+    }
+
+    pub fn gpio0_high(self) -> bool {
+        // Pulled low only by "DTR and not RTS".
+        !self.dtr || self.rts
+    }
+}
+
+/// What the chip is doing, as the EN and GPIO0 pins decide it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chip {
+    /// EN is low: nothing runs, the UART is silent.
+    Held,
+    /// EN rose less than [`EN_DELAY`] ago: the ROM has not sampled GPIO0 yet.
+    Booting,
+    /// Booted with GPIO0 low: the ROM serial loader waits for a host.
+    Loader,
+    /// Booted with GPIO0 high: the relay firmware runs.
+    Running,
 }
 
 fn now_ms(clock: Instant) -> u32 {
@@ -90,6 +131,9 @@ impl Board {
             uart_buf: vec![0; UART_RX_BUFFER].into_boxed_slice(),
             uart_chunk: UART_RX_BUFFER.min(config.txq_size),
             busy: false,
+            lines: Lines::default(),
+            chip: Chip::Running,
+            boot_at: None,
         };
         board.boot(1);
         Ok(board)
@@ -108,12 +152,55 @@ impl Board {
 
     /// Pulses EN: connections drop as the WiFi stack restarts, the relay starts afresh.
     pub fn reset(&mut self) {
+        self.hold();
+        self.release();
+    }
+
+    /// EN low: the chip stops, and with it the WiFi stack and every connection.
+    fn hold(&mut self) {
         self.clients.iter_mut().for_each(|c| *c = None);
+        self.console.clear();
+        self.chip = Chip::Held;
+        self.boot_at = None;
+    }
+
+    /// EN high: the ROM samples GPIO0 and boots the firmware or waits in its loader.
+    fn release(&mut self) {
+        self.boot_at = None;
         self.relay =
             Relay::new(self.config, now_ms(self.clock)).expect("config was valid at start");
-        self.console.clear();
-        self.boot(2);
-        tracing::info!("reset");
+        if self.lines.gpio0_high() {
+            self.chip = Chip::Running;
+            self.boot(2);
+            tracing::info!("reset: running the relay");
+        } else {
+            self.chip = Chip::Loader;
+            self.console
+                .extend(b"\r\n ets Jan  8 2013,rst cause:2, boot mode:(1,7)\r\n\r\n");
+            tracing::info!("reset: ROM serial loader");
+        }
+    }
+
+    /// Applies new DTR/RTS levels; an EN edge resets the chip.
+    pub fn set_lines(&mut self, lines: Lines) {
+        let was_high = self.lines.en_high();
+        self.lines = lines;
+        match (was_high, lines.en_high()) {
+            (true, false) => self.hold(),
+            (false, true) => {
+                self.chip = Chip::Booting;
+                self.boot_at = Some(Instant::now() + EN_DELAY);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn lines(&self) -> Lines {
+        self.lines
+    }
+
+    pub fn chip(&self) -> Chip {
+        self.chip
     }
 
     pub fn status(&self) -> String {
@@ -121,6 +208,14 @@ impl Board {
     }
 
     pub fn accept(&mut self, stream: TcpStream) {
+        if self.chip != Chip::Running {
+            // No firmware, no WiFi: the connection dies at once.
+            tracing::debug!(
+                "connection refused: the relay is not running ({:?})",
+                self.chip
+            );
+            return;
+        }
         let _ = stream.set_nodelay(true);
         match self.relay.accept() {
             Some(slot) => {
@@ -142,6 +237,9 @@ impl Board {
 
     /// Moves every byte that can move without waiting. Returns when nothing more can.
     pub fn pump(&mut self) {
+        if self.boot_at.is_some_and(|t| Instant::now() >= t) {
+            self.release();
+        }
         self.relay.tick(now_ms(self.clock));
         for _ in 0..PASSES {
             let mut progress = self.read_uart();
@@ -178,7 +276,10 @@ impl Board {
                 if let Some(p) = self.rx_pace.as_mut() {
                     p.spend(n);
                 }
-                self.relay.uart_input(&self.uart_buf[..n]);
+                // Held in reset, or in the loader (which answers only its own protocol).
+                if self.chip == Chip::Running {
+                    self.relay.uart_input(&self.uart_buf[..n]);
+                }
                 true
             }
             Err(e) => {
@@ -289,6 +390,9 @@ impl Board {
             return now;
         }
         let mut at = now + TICK;
+        if let Some(t) = self.boot_at {
+            at = at.min(t);
+        }
         if let Some(p) = &self.tx_pace {
             let pending = self.console.len() + self.relay.uart_pending().len();
             if pending > 0 {

@@ -12,20 +12,32 @@ use tokio::sync::{mpsc, oneshot};
 pub enum Command {
     /// Pulse EN: every connection drops, the relay restarts, the banner prints again.
     Reset,
+    /// Set the USB-serial adapter's DTR line (true = asserted).
+    Dtr(bool),
+    /// Set the USB-serial adapter's RTS line (true = asserted).
+    Rts(bool),
     /// The status channel's text.
     Status,
     Help,
 }
 
-pub const HELP: &str = "commands: reset, status, help";
+pub const HELP: &str = "commands: reset, dtr 0|1, rts 0|1, status, help";
 
 impl Command {
     pub fn parse(line: &str) -> Result<Command, String> {
-        match line.trim() {
-            "reset" => Ok(Command::Reset),
-            "status" => Ok(Command::Status),
-            "help" => Ok(Command::Help),
-            other => Err(format!("err unknown command `{other}`; {HELP}")),
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let level = |w: &str| match w {
+            "1" => Ok(true),
+            "0" => Ok(false),
+            other => Err(format!("err line level must be 0 or 1, not `{other}`")),
+        };
+        match words[..] {
+            ["reset"] => Ok(Command::Reset),
+            ["dtr", l] => level(l).map(Command::Dtr),
+            ["rts", l] => level(l).map(Command::Rts),
+            ["status"] => Ok(Command::Status),
+            ["help"] => Ok(Command::Help),
+            _ => Err(format!("err unknown command `{}`; {HELP}", line.trim())),
         }
     }
 }
@@ -84,6 +96,9 @@ mod tests {
     fn parses_known_commands_and_names_unknown_ones() {
         assert_eq!(Command::parse(" reset \r"), Ok(Command::Reset));
         assert_eq!(Command::parse("status"), Ok(Command::Status));
+        assert_eq!(Command::parse("dtr 1"), Ok(Command::Dtr(true)));
+        assert_eq!(Command::parse("rts  0"), Ok(Command::Rts(false)));
+        assert!(Command::parse("rts 2").unwrap_err().contains("0 or 1"));
         let e = Command::parse("boot").unwrap_err();
         assert!(e.starts_with("err unknown command `boot`"), "{e}");
     }

@@ -125,6 +125,14 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
                         board.reset();
                         "ok reset".to_owned()
                     }
+                    control::Command::Dtr(dtr) => {
+                        board.set_lines(board::Lines { dtr, ..board.lines() });
+                        format!("ok {:?}", board.chip()).to_lowercase()
+                    }
+                    control::Command::Rts(rts) => {
+                        board.set_lines(board::Lines { rts, ..board.lines() });
+                        format!("ok {:?}", board.chip()).to_lowercase()
+                    }
                     control::Command::Status => format!("{}ok", board.status()),
                     control::Command::Help => format!("ok {}", control::HELP),
                 };

@@ -374,3 +374,41 @@ fn paced_uart_is_never_faster_than_the_line() {
         "{elapsed:?} < {floor:?}: the UART outran its baud rate"
     );
 }
+
+/// The NodeMCU auto-reset circuit, driven the way esptool and the harness drive it.
+#[rstest]
+fn modem_lines_reset_the_chip_or_enter_the_loader() {
+    let mut vb = Vb::start(&[]);
+    let mut c = vb.connect();
+    c.write_all(b"before\n").unwrap();
+    assert_eq!(vb.uart_line(), b"before");
+
+    // Hard reset: RTS alone pulls EN low; releasing it boots the firmware (GPIO0 high).
+    assert_eq!(vb.control("rts 1"), "ok held\n");
+    let mut buf = Vec::new();
+    client_eof(&mut c, &mut buf);
+    assert_eq!(vb.control("rts 0"), "ok booting\n");
+    assert!(vb.uart_line_starting(" ets ").contains("boot mode:(3,6)"));
+    assert_eq!(vb.uart_line_starting("relay ready "), vb.banner);
+
+    // esptool's loader entry: EN low, then DTR and RTS swap one call at a time. Between the
+    // two calls both are asserted (EN and GPIO0 high); the EN delay keeps that from booting.
+    assert_eq!(vb.control("dtr 0"), "ok running\n");
+    assert_eq!(vb.control("rts 1"), "ok held\n");
+    assert_eq!(vb.control("dtr 1"), "ok booting\n");
+    assert_eq!(vb.control("rts 0"), "ok booting\n");
+    assert!(
+        vb.uart_line_starting(" ets ").contains("boot mode:(1,7)"),
+        "GPIO0 was low at boot"
+    );
+    assert_eq!(
+        vb.control("dtr 0"),
+        "ok loader\n",
+        "GPIO0 rising later changes nothing"
+    );
+    let mut refused = vb.connect();
+    client_eof(&mut refused, &mut buf);
+    assert!(buf.is_empty(), "no relay runs in the loader");
+    assert_eq!(vb.control("reset"), "ok reset\n");
+    assert_eq!(vb.uart_line_starting("relay ready "), vb.banner);
+}
