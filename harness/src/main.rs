@@ -1,1 +1,324 @@
-fn main() {}
+//! `relay-hil`: runs the relay's HIL suite, lists serial ports, monitors a board, or runs the
+//! virtual board.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use relay_hil::board::{Board, list_ports};
+use relay_hil::error::HilError;
+use relay_hil::report::{self, tally};
+use relay_hil::scenario::{self, Scenario};
+use relay_hil::select::Selection;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Hardware-in-the-loop tests for the ESP8266 serial<->TCP relay.
+///
+/// With no board named, commands run against a virtual board (a NodeMCU twin) that they start
+/// and stop themselves. Every board option can also come from its environment variable.
+#[derive(Debug, Parser)]
+#[command(name = "relay-hil", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// More logging on stderr (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Debug, Args)]
+struct BoardArgs {
+    /// A NodeMCU's serial port, or `auto` for the one on USB (CP210x or CH340).
+    #[arg(long, env = "RELAY_HIL_PORT", value_name = "PATH|auto")]
+    port: Option<String>,
+
+    /// The serial port of any other relay; needs --addr.
+    #[arg(long, env = "RELAY_HIL_SERIAL", value_name = "PATH", conflicts_with = "port")]
+    serial: Option<PathBuf>,
+
+    /// The relay's TCP address: for --serial, or instead of the IP in a NodeMCU's banner.
+    #[arg(long, env = "RELAY_HIL_ADDR", value_name = "HOST:PORT")]
+    addr: Option<String>,
+
+    /// Board profile: a name in fixtures/boards or a .toml path [default: nodemcu-v2].
+    #[arg(short, long, env = "RELAY_HIL_PROFILE", value_name = "NAME|PATH")]
+    profile: Option<String>,
+
+    /// Seconds to wait for the banner after a reset [default: 30 for a NodeMCU, 10 virtual].
+    #[arg(long, env = "RELAY_HIL_BANNER_TIMEOUT", value_name = "SECS")]
+    banner_timeout: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the scenarios and print a table; write transcripts, the serial log and JUnit XML.
+    Run {
+        #[command(flatten)]
+        board: BoardArgs,
+
+        /// Run only this scenario (repeatable). `relay-hil scenarios` lists them.
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+
+        /// Also write the JUnit XML report here.
+        #[arg(long, value_name = "PATH")]
+        junit: Option<PathBuf>,
+
+        /// Artifact folder [default: target/relay-hil/<run>].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// List the scenarios.
+    Scenarios,
+    /// List serial ports with their USB ids and the profile that fits each.
+    Boards,
+    /// Watch a board's UART and one TCP client side by side, and type into either.
+    ///
+    /// Lines typed go to the TCP client; a line starting with `uart:` goes to the UART
+    /// instead. Ctrl-D or Ctrl-C ends it.
+    Monitor {
+        #[command(flatten)]
+        board: BoardArgs,
+    },
+    /// Run the virtual board in the foreground (`relay-hil virtual-board --help`).
+    #[command(disable_help_flag = true)]
+    VirtualBoard {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+impl BoardArgs {
+    fn selection(&self) -> Selection {
+        Selection {
+            port: self.port.clone(),
+            serial: self.serial.clone(),
+            addr: self.addr.clone(),
+            profile: self.profile.clone(),
+            banner_timeout: self.banner_timeout.map(Duration::from_secs),
+        }
+    }
+
+    async fn open(&self) -> Result<Board, HilError> {
+        let me = std::env::current_exe().map_err(|e| HilError::VirtualBoard { reason: e.to_string() })?;
+        let (target, opts) = self.selection().resolve((me, vec!["virtual-board".into()]))?;
+        let spinner = spinner(format!("opening the board ({})", opts.profile.name));
+        let board = Board::open(&target, &opts).await;
+        spinner.finish_and_clear();
+        board
+    }
+}
+
+fn spinner(msg: String) -> ProgressBar {
+    let p = ProgressBar::new_spinner().with_message(msg);
+    p.enable_steady_tick(Duration::from_millis(100));
+    p
+}
+
+fn fail(e: &HilError) -> ExitCode {
+    eprintln!("relay-hil: {e}\n  hint: {}", e.hint());
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::VirtualBoard { args } = cli.command {
+        let argv = std::iter::once(OsString::from("relay-hil virtual-board")).chain(args);
+        return virtual_board::cli::main(argv);
+    }
+    let level = ["warn", "info", "debug"][usize::from(cli.verbose.min(2))];
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| format!("relay_hil={level}").into()),
+        )
+        .init();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("relay-hil: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        tokio::select! {
+            code = dispatch(cli.command) => code,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("relay-hil: interrupted");
+                ExitCode::from(130)
+            }
+        }
+    })
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    match command {
+        Command::Run { board, only, junit, out } => run(board, only, junit, out).await,
+        Command::Scenarios => {
+            for s in scenario::ALL {
+                println!("{:<16} {}", s.name, s.about);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Boards => boards(),
+        Command::Monitor { board } => monitor(board).await,
+        Command::VirtualBoard { .. } => unreachable!("handled before the runtime starts"),
+    }
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, for artifact folders.
+fn run_id() -> String {
+    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+async fn run(args: BoardArgs, only: Vec<String>, junit: Option<PathBuf>, out: Option<PathBuf>) -> ExitCode {
+    let mut chosen: Vec<&'static Scenario> = Vec::new();
+    for name in &only {
+        match scenario::find(name) {
+            Some(s) => chosen.push(s),
+            None => {
+                let known: Vec<&str> = scenario::ALL.iter().map(|s| s.name).collect();
+                eprintln!("relay-hil: unknown scenario `{name}`\n  hint: the scenarios are {}", known.join(", "));
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if chosen.is_empty() {
+        chosen = scenario::ALL.iter().collect();
+    }
+    let mut board = match args.open().await {
+        Ok(b) => b,
+        Err(e) => return fail(&e),
+    };
+    let banner = board.banner.as_ref();
+    println!(
+        "board: {} ({}), build {}, serial {}, relay {}",
+        board.kind,
+        board.profile.name,
+        banner.map_or("unknown", |b| b.build.as_str()),
+        board.serial.path.display(),
+        board.tcp
+    );
+    let bar = ProgressBar::new(chosen.len() as u64).with_style(
+        ProgressStyle::with_template("{pos}/{len} {wide_msg}").expect("a valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let started = Instant::now();
+    let records = relay_hil::run(&mut board, &chosen, |s, done| match done {
+        None => bar.set_message(format!("{}: {}", s.name, s.about)),
+        Some(_) => bar.inc(1),
+    })
+    .await;
+    bar.finish_and_clear();
+    print!("{}", report::table(&records));
+
+    let suite = format!("relay-hil.{}", board.kind);
+    let xml = report::junit(&records, &suite);
+    let dir = out.unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+        target.join("relay-hil").join(run_id())
+    });
+    if let Err(e) = report::write_artifacts(&dir, &records, board.serial.log(), &xml) {
+        eprintln!("relay-hil: cannot write artifacts to {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
+    if let Some(path) = &junit {
+        if let Err(e) = std::fs::write(path, &xml) {
+            eprintln!("relay-hil: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    println!("artifacts: {} ({:.1}s)", dir.display(), started.elapsed().as_secs_f64());
+    let (_, failed, _) = tally(&records);
+    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+fn boards() -> ExitCode {
+    let ports = list_ports();
+    if ports.is_empty() {
+        println!("no serial ports found");
+        return ExitCode::SUCCESS;
+    }
+    println!("{:<24} {:<10} {:<8} {:<12} {}", "port", "usb", "bridge", "profile", "stable name");
+    for p in ports {
+        let usb = p.usb.map_or("-".into(), |(v, d)| format!("{v:04x}:{d:04x}"));
+        let profile = if p.bridge.is_some() { relay_core::profile::DEFAULT_PROFILE } else { "-" };
+        println!(
+            "{:<24} {:<10} {:<8} {:<12} {}",
+            p.path.display(),
+            usb,
+            p.bridge.unwrap_or("-"),
+            profile,
+            p.by_id.map_or("-".into(), |b| b.display().to_string())
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+async fn monitor(args: BoardArgs) -> ExitCode {
+    let mut board = match args.open().await {
+        Ok(b) => b,
+        Err(e) => return fail(&e),
+    };
+    let mut client = match relay_hil::net::Client::connect("monitor".into(), board.tcp, None).await {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Some(b) = &board.banner {
+        println!("banner: relay {} build {} ip {} port {}", b.version, b.build, b.ip, b.port);
+    }
+    println!("serial {}  relay {}  (type to send over TCP; `uart:` sends to the UART)", board.serial.path.display(), board.tcp);
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        let soon = Instant::now() + Duration::from_millis(50);
+        tokio::select! {
+            line = stdin.next_line() => match line {
+                Ok(Some(l)) => {
+                    let sent = match l.strip_prefix("uart:") {
+                        Some(rest) => board.serial.write_all(format!("{rest}\r\n").as_bytes()).await.map_err(|e| e.to_string()),
+                        None => client.send(format!("{l}\n").as_bytes()).await.map_err(|e| e.to_string()),
+                    };
+                    if let Err(e) = sent {
+                        eprintln!("relay-hil: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+                _ => return ExitCode::SUCCESS,
+            },
+            got = board.serial.chunk(soon) => match got {
+                Ok(b) if !b.is_empty() => print!("uart| {}", String::from_utf8_lossy(&b)),
+                Ok(_) => {}
+                Err(e) => return fail(&e),
+            },
+            (got, end) = client.read_until(soon, |b| !b.is_empty()) => {
+                if !got.is_empty() {
+                    print!("tcp | {}", String::from_utf8_lossy(&got));
+                }
+                if end == Some(relay_hil::net::End::Eof) {
+                    println!("relay-hil: the relay closed the connection");
+                    return ExitCode::SUCCESS;
+                }
+            }
+        }
+    }
+}

@@ -25,6 +25,37 @@ pub struct Profile {
     pub uart: UartSection,
     #[serde(default)]
     pub net: NetSection,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+/// What the board behind a profile can be asked to do. A scenario that needs a capability the
+/// profile lacks is reported as skipped, with the reason.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capabilities {
+    /// Resets through DTR/RTS (the NodeMCU auto-reset circuit) and prints the relay banner.
+    pub reset: bool,
+    /// Serves the status channel, so scenarios can check counters.
+    pub status: bool,
+    /// Frames lines and guards against overlong ones (this relay's line mode).
+    pub overflow_guard: bool,
+    /// Refuses clients beyond `relay.max_clients` with a rejection line.
+    pub client_limit: bool,
+    /// Closes a client whose queue stays full for `relay.stall_timeout_ms`.
+    pub stall_close: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            reset: true,
+            status: true,
+            overflow_guard: true,
+            client_limit: true,
+            stall_close: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -4,6 +4,7 @@
 //! runs until SIGTERM, SIGINT or its parent process goes away.
 
 pub mod board;
+pub mod cli;
 pub mod control;
 pub mod pace;
 pub mod pty;

@@ -1,0 +1,303 @@
+//! Boards: the virtual board, a real NodeMCU on USB, or any serial + TCP endpoint.
+//!
+//! All three are driven through one `serialport::SerialPort` (see [`crate::serial`]): a reset is
+//! the same DTR/RTS pulse whether it reaches a CP2102 or the virtual board's control socket.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use relay_core::profile::Profile;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::banner::{Banner, PREFIX};
+use crate::error::{HilError, Result};
+use crate::serial::{Serial, VirtualPort, open_tty};
+
+/// USB-serial bridges found on NodeMCU boards.
+pub const USB_IDS: [(u16, u16, &str); 2] = [(0x10c4, 0xea60, "CP210x"), (0x1a86, 0x7523, "CH340")];
+
+/// How long EN is held low for a reset; the ESP8266 needs well under this.
+const RESET_PULSE: Duration = Duration::from_millis(100);
+
+/// Which board to run against.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Start a virtual board process (`program` with `args`).
+    Virtual { program: PathBuf, args: Vec<String> },
+    /// A real NodeMCU on a serial port; `None` finds the one plugged in.
+    Port { path: Option<PathBuf>, addr: Option<String> },
+    /// Any relay: a serial path and a TCP address, driven only as its profile allows.
+    Endpoint { serial: PathBuf, addr: String },
+}
+
+/// Everything the scenarios need to know about the board under test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_clients: usize,
+    pub max_line: usize,
+    pub txq: usize,
+    pub stall_ms: u32,
+    pub mode: relay_core::Mode,
+    pub eol: relay_core::Eol,
+}
+
+impl Limits {
+    fn from_banner(b: &Banner) -> Limits {
+        Limits {
+            max_clients: b.max_clients,
+            max_line: b.max_line,
+            txq: b.txq,
+            stall_ms: b.stall_ms,
+            mode: b.mode,
+            eol: b.eol,
+        }
+    }
+
+    fn from_profile(p: &Profile) -> Limits {
+        Limits {
+            max_clients: p.relay.max_clients,
+            max_line: p.relay.max_line,
+            txq: p.relay.txq_size,
+            stall_ms: p.relay.stall_timeout_ms,
+            mode: p.relay.mode,
+            eol: p.relay.eol,
+        }
+    }
+}
+
+pub struct Board {
+    /// `virtual`, `nodemcu` or `endpoint`, for reports.
+    pub kind: &'static str,
+    pub profile: Profile,
+    pub serial: Serial,
+    pub tcp: SocketAddr,
+    pub status: Option<SocketAddr>,
+    pub banner: Option<Banner>,
+    pub limits: Limits,
+    /// The virtual board's process; killed when the board is dropped.
+    child: Option<Child>,
+}
+
+/// Options that apply to every kind of board.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    pub profile: Profile,
+    /// How long to wait for the banner after a reset (a real board joins WiFi first).
+    pub banner_timeout: Duration,
+}
+
+impl Board {
+    pub async fn open(target: &Target, opts: &OpenOptions) -> Result<Board> {
+        match target {
+            Target::Virtual { program, args } => open_virtual(program, args, opts).await,
+            Target::Port { path, addr } => {
+                let path = match path {
+                    Some(p) => p.clone(),
+                    None => find_nodemcu()?,
+                };
+                open_real(&path, addr.as_deref(), opts).await
+            }
+            Target::Endpoint { serial, addr } => open_endpoint(serial, addr, opts),
+        }
+    }
+
+    /// Pulses EN through RTS (GPIO0 stays high: the firmware boots) and reads the banner.
+    pub async fn reset(&mut self, timeout: Duration) -> Result<Banner> {
+        self.serial.set_lines(false, true)?;
+        tokio::time::sleep(RESET_PULSE).await;
+        self.serial.discard_input();
+        self.serial.set_lines(false, false)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.serial.line(deadline).await? {
+                None => return Err(HilError::NoBanner { path: self.serial.path.clone(), waited: timeout }),
+                Some(line) => {
+                    let text = String::from_utf8_lossy(&line);
+                    // A real chip first prints its ROM messages at 74880 baud: noise here.
+                    if let Some(at) = text.find(PREFIX) {
+                        let banner = Banner::parse(&text[at..])?;
+                        self.limits = Limits::from_banner(&banner);
+                        self.banner = Some(banner.clone());
+                        return Ok(banner);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The status channel's text, if the board serves one.
+    pub async fn status(&self) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let addr = self.status?;
+        let mut s = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+        let mut text = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text)).await.ok()?.ok()?;
+        Some(text)
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            // SIGTERM lets it clean up; the runtime may be gone, so signal directly.
+            if let Some(pid) = child.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .map_err(|e| HilError::Connect { addr: addr.to_owned(), reason: e.to_string() })?
+        .next()
+        .ok_or_else(|| HilError::Connect { addr: addr.to_owned(), reason: "no address".into() })
+}
+
+async fn open_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> Result<Board> {
+    let fail = |reason: String| HilError::VirtualBoard { reason };
+    let mut child = Command::new(program)
+        .args(args)
+        .args(["--profile", &opts.profile.name])
+        .stdin(Stdio::null())
+        // The board's own progress lines would drown the run's; -v in RUST_LOG brings them back.
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "virtual_board=warn".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| fail(format!("cannot run {}: {e}", program.display())))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut line = String::new();
+    let mut stdout = BufReader::new(stdout);
+    let read = tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line));
+    match read.await {
+        Err(_) => return Err(fail("no ready line within 30 s".into())),
+        Ok(Err(e)) => return Err(fail(e.to_string())),
+        Ok(Ok(0)) => {
+            let status = child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+            return Err(fail(format!("it exited ({status}) before it was ready")));
+        }
+        Ok(Ok(_)) => {}
+    }
+    let ready: virtual_board::Ready =
+        serde_json::from_str(&line).map_err(|e| fail(format!("unreadable ready line `{}`: {e}", line.trim())))?;
+    let port = VirtualPort::open(&ready.serial, ready.baud, ready.control)?;
+    let serial = Serial::new(&ready.serial, port)?;
+    let mut board = Board {
+        kind: "virtual",
+        profile: opts.profile.clone(),
+        serial,
+        tcp: ready.tcp,
+        status: ready.status,
+        banner: None,
+        limits: Limits::from_profile(&opts.profile),
+        child: Some(child),
+    };
+    board.reset(opts.banner_timeout).await?;
+    Ok(board)
+}
+
+async fn open_real(path: &Path, addr: Option<&str>, opts: &OpenOptions) -> Result<Board> {
+    let serial = Serial::new(path, open_tty(path, opts.profile.uart.baud)?)?;
+    let mut board = Board {
+        kind: "nodemcu",
+        profile: opts.profile.clone(),
+        serial,
+        tcp: SocketAddr::from(([0, 0, 0, 0], 0)),
+        status: None,
+        banner: None,
+        limits: Limits::from_profile(&opts.profile),
+        child: None,
+    };
+    let banner = board.reset(opts.banner_timeout).await?;
+    board.tcp = match addr {
+        Some(a) => resolve(a)?,
+        None => resolve(&format!("{}:{}", banner.ip, banner.port))?,
+    };
+    if opts.profile.capabilities.status && banner.status_port != 0 {
+        board.status = Some(SocketAddr::new(board.tcp.ip(), banner.status_port));
+    }
+    Ok(board)
+}
+
+fn open_endpoint(serial_path: &Path, addr: &str, opts: &OpenOptions) -> Result<Board> {
+    let serial = Serial::new(serial_path, open_tty(serial_path, opts.profile.uart.baud)?)?;
+    let tcp = resolve(addr)?;
+    let p = &opts.profile;
+    let status = (p.capabilities.status && p.net.status_port != 0)
+        .then(|| SocketAddr::new(tcp.ip(), p.net.status_port));
+    Ok(Board {
+        kind: "endpoint",
+        profile: p.clone(),
+        serial,
+        tcp,
+        status,
+        banner: None,
+        limits: Limits::from_profile(p),
+        child: None,
+    })
+}
+
+/// A serial port the harness can see, with what it knows of it.
+#[derive(Clone, Debug)]
+pub struct PortInfo {
+    pub path: PathBuf,
+    /// Stable `/dev/serial/by-id/...` name, if udev made one.
+    pub by_id: Option<PathBuf>,
+    pub usb: Option<(u16, u16)>,
+    pub product: Option<String>,
+    /// The USB bridge, if it is one a NodeMCU carries.
+    pub bridge: Option<&'static str>,
+}
+
+/// Every serial port on the machine, NodeMCU-like ones first.
+pub fn list_ports() -> Vec<PortInfo> {
+    let by_id: Vec<(PathBuf, PathBuf)> = std::fs::read_dir("/dev/serial/by-id")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((std::fs::canonicalize(e.path()).ok()?, e.path())))
+        .collect();
+    let mut ports: Vec<PortInfo> = serialport::available_ports()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            let path = PathBuf::from(&p.port_name);
+            let (usb, product) = match &p.port_type {
+                serialport::SerialPortType::UsbPort(u) => (Some((u.vid, u.pid)), u.product.clone()),
+                _ => (None, None),
+            };
+            let bridge = usb.and_then(|(v, d)| {
+                USB_IDS.iter().find(|(vid, pid, _)| (*vid, *pid) == (v, d)).map(|(_, _, n)| *n)
+            });
+            let canon = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            let by_id = by_id.iter().find(|(c, _)| *c == canon).map(|(_, l)| l.clone());
+            PortInfo { path, by_id, usb, product, bridge }
+        })
+        .collect();
+    ports.sort_by_key(|p| (p.bridge.is_none(), p.path.clone()));
+    ports
+}
+
+/// The one NodeMCU-like port plugged in, by its stable name when there is one.
+pub fn find_nodemcu() -> Result<PathBuf> {
+    let found: Vec<PortInfo> = list_ports().into_iter().filter(|p| p.bridge.is_some()).collect();
+    match found.as_slice() {
+        [] => Err(HilError::NoBoardFound),
+        [one] => Ok(one.by_id.clone().unwrap_or_else(|| one.path.clone())),
+        many => Err(HilError::ManyBoards {
+            count: many.len(),
+            ports: many.iter().map(|p| p.path.display().to_string()).collect::<Vec<_>>().join(", "),
+        }),
+    }
+}

@@ -1,0 +1,69 @@
+//! The harness's one error type: a one-line diagnosis naming the thing, plus a hint.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HilError {
+    #[error("serial port {path} does not exist")]
+    PortMissing { path: PathBuf },
+    #[error("serial port {path} is in use by another process")]
+    PortBusy { path: PathBuf },
+    #[error("cannot open serial port {path}: {source}")]
+    PortOpen { path: PathBuf, source: serialport::Error },
+    #[error("serial port {path}: {source}")]
+    PortIo { path: PathBuf, source: std::io::Error },
+    #[error("no NodeMCU found on USB (looked for CP210x 10c4:ea60 and CH340 1a86:7523)")]
+    NoBoardFound,
+    #[error("{count} NodeMCU-like boards found ({ports}); which one?")]
+    ManyBoards { count: usize, ports: String },
+    #[error("no relay banner on {path} within {waited:?}")]
+    NoBanner { path: PathBuf, waited: Duration },
+    #[error("unreadable relay banner `{line}`: {reason}")]
+    BadBanner { line: String, reason: String },
+    #[error("cannot reach the relay at {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("no TCP address for the relay: {reason}")]
+    NoAddress { reason: String },
+    #[error(transparent)]
+    Profile(#[from] relay_core::profile::ProfileError),
+    #[error("the virtual board did not start: {reason}")]
+    VirtualBoard { reason: String },
+    #[error("virtual board control socket {addr}: {reason}")]
+    Control { addr: SocketAddr, reason: String },
+}
+
+impl HilError {
+    /// What to try next.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            HilError::PortMissing { .. } => "`relay-hil boards` lists the serial ports it can see",
+            HilError::PortBusy { .. } => {
+                "another relay-hil run or a serial monitor holds it (each run locks its port): \
+                 stop that, or choose another board"
+            }
+            HilError::PortOpen { .. } | HilError::PortIo { .. } => {
+                "check the cable and your permissions (the `dialout` group on Debian and Ubuntu)"
+            }
+            HilError::NoBoardFound => "plug a NodeMCU in, or name its port with --port",
+            HilError::ManyBoards { .. } => "name one with --port",
+            HilError::NoBanner { .. } => {
+                "is the relay firmware flashed, and is the baud rate right? For a relay that \
+                 prints no banner, use --serial/--addr with a profile whose capabilities.reset \
+                 is false"
+            }
+            HilError::BadBanner { .. } => "the firmware and this harness disagree: flash a matching build",
+            HilError::Connect { .. } => {
+                "is the board on the network and the relay running? Compare the IP in its banner \
+                 with --addr"
+            }
+            HilError::NoAddress { .. } => "give the relay's address with --addr HOST:PORT",
+            HilError::Profile(_) => "profiles live in fixtures/boards/; see the README for every key",
+            HilError::VirtualBoard { .. } => "run `relay-hil virtual-board -v` to see it start",
+            HilError::Control { .. } => "the virtual board may have exited; see its log above",
+        }
+    }
+}
+
+pub type Result<T, E = HilError> = std::result::Result<T, E>;

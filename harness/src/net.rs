@@ -1,0 +1,87 @@
+//! TCP clients of the relay: connect, send, and read with generous ceilings.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::{HilError, Result};
+
+/// How long a connect may take before the relay counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Client {
+    /// `c1`, `c2`, ... in the order the scenario connected them.
+    pub name: String,
+    stream: TcpStream,
+    pending: Vec<u8>,
+}
+
+/// Why a read ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    Eof,
+    Timeout,
+}
+
+impl Client {
+    /// Connects; `recv_buf` shrinks the socket's receive buffer (a slow reader's window).
+    pub async fn connect(name: String, addr: SocketAddr, recv_buf: Option<usize>) -> Result<Client> {
+        let err = |reason: String| HilError::Connect { addr: addr.to_string(), reason };
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+            .map_err(|e| err(e.to_string()))?;
+        if let Some(n) = recv_buf {
+            socket.set_recv_buffer_size(n as u32).map_err(|e| err(e.to_string()))?;
+        }
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
+            Err(_) => return Err(err(format!("no answer within {CONNECT_TIMEOUT:?}"))),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(err("connection refused (nothing listens on that port)".into()));
+            }
+            Ok(Err(e)) => return Err(err(e.to_string())),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(Client { name, stream, pending: Vec::new() })
+    }
+
+    pub async fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(data).await
+    }
+
+    /// Reads until `done(bytes)` holds, the peer closes, or the deadline passes.
+    pub async fn read_until(&mut self, deadline: Instant, done: impl Fn(&[u8]) -> bool) -> (Vec<u8>, Option<End>) {
+        let mut buf = [0u8; 4096];
+        while !done(&self.pending) {
+            match tokio::time::timeout_at(deadline.into(), self.stream.read(&mut buf)).await {
+                Err(_) => return (std::mem::take(&mut self.pending), Some(End::Timeout)),
+                Ok(Ok(0)) | Ok(Err(_)) => return (std::mem::take(&mut self.pending), Some(End::Eof)),
+                Ok(Ok(n)) => self.pending.extend_from_slice(&buf[..n]),
+            }
+        }
+        (std::mem::take(&mut self.pending), None)
+    }
+
+    /// Exactly `n` bytes, or fewer if the peer closed or the deadline passed.
+    pub async fn bytes(&mut self, n: usize, deadline: Instant) -> Vec<u8> {
+        let (mut got, _) = self.read_until(deadline, |b| b.len() >= n).await;
+        if got.len() > n {
+            self.pending = got.split_off(n);
+        }
+        got
+    }
+
+    /// Everything until the peer closes; `None` if it has not closed by the deadline.
+    pub async fn until_eof(&mut self, deadline: Instant) -> Option<Vec<u8>> {
+        match self.read_until(deadline, |_| false).await {
+            (got, Some(End::Eof)) => Some(got),
+            _ => None,
+        }
+    }
+
+    /// Closes with a RST instead of a FIN (SO_LINGER 0), as a crashed client would.
+    pub fn reset(self) {
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+    }
+}

@@ -1,0 +1,463 @@
+//! The scenarios: each checks one part of the relay contract (firmware/core/README.md) on
+//! whatever board is selected, and records a normalised transcript of what it saw.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use relay_core::Mode;
+
+use crate::board::Board;
+use crate::net::Client;
+use crate::transcript::{Transcript, show};
+
+/// Ceiling for one expected event: it only fires when something is broken.
+pub const CEILING: Duration = Duration::from_secs(20);
+
+/// How a scenario ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Skip(String),
+    Fail(String),
+}
+
+pub type Failure = String;
+type Run = for<'a> fn(&'a mut Ctx<'_>) -> Pin<Box<dyn Future<Output = Result<(), Failure>> + 'a>>;
+
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// Why this board cannot run it, if it cannot.
+    pub unsupported: fn(&Board) -> Option<String>,
+    run: Run,
+}
+
+/// Every scenario, in the order a run takes them.
+pub const ALL: &[Scenario] = &[
+    Scenario { name: "echo", about: "a line each way, byte-exact", unsupported: needs_line_mode, run: |c| Box::pin(echo(c)) },
+    Scenario { name: "echo_raw", about: "every byte value each way, raw mode", unsupported: needs_raw_mode, run: |c| Box::pin(echo_raw(c)) },
+    Scenario { name: "ordering", about: "concurrent clients: whole lines, each client's in order", unsupported: needs_line_mode, run: |c| Box::pin(ordering(c)) },
+    Scenario { name: "fan_out", about: "every client gets the same UART stream", unsupported: |_| None, run: |c| Box::pin(fan_out(c)) },
+    Scenario { name: "disconnect", about: "close, reset and close mid-line free the slot and leak nothing", unsupported: needs_line_mode, run: |c| Box::pin(disconnect(c)) },
+    Scenario { name: "capacity", about: "the client after the limit is refused; the others carry on", unsupported: needs_client_limit, run: |c| Box::pin(capacity(c)) },
+    Scenario { name: "overflow_guard", about: "max_line passes; longer lines are refused whole", unsupported: needs_guard, run: |c| Box::pin(overflow_guard(c)) },
+    Scenario { name: "slow_reader", about: "a stalled client is dropped and closed; the others lose nothing", unsupported: needs_stall_close, run: |c| Box::pin(slow_reader(c)) },
+];
+
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    ALL.iter().find(|s| s.name == name)
+}
+
+fn needs_line_mode(b: &Board) -> Option<String> {
+    (b.limits.mode != Mode::Line).then(|| "the board is in raw mode; this needs line mode".into())
+}
+
+fn needs_raw_mode(b: &Board) -> Option<String> {
+    (b.limits.mode != Mode::Raw).then(|| "the board is in line mode; this needs a raw-mode profile".into())
+}
+
+fn needs_client_limit(b: &Board) -> Option<String> {
+    (!b.profile.capabilities.client_limit).then(|| "the profile says the board has no client limit".into())
+}
+
+fn needs_guard(b: &Board) -> Option<String> {
+    needs_line_mode(b).or_else(|| {
+        (!b.profile.capabilities.overflow_guard).then(|| "the profile says the board has no overflow guard".into())
+    })
+}
+
+fn needs_stall_close(b: &Board) -> Option<String> {
+    (!b.profile.capabilities.stall_close).then(|| "the profile says the board never closes a stalled client".into())
+}
+
+/// A scenario's view of the board, and its transcript.
+pub struct Ctx<'b> {
+    pub board: &'b mut Board,
+    pub t: Transcript,
+    clients: usize,
+    before: Option<BTreeMap<String, u64>>,
+}
+
+impl Scenario {
+    /// Runs the scenario, or says why it is skipped; returns the outcome and the transcript.
+    pub async fn run(&self, board: &mut Board) -> (Outcome, Transcript) {
+        if let Some(why) = (self.unsupported)(board) {
+            return (Outcome::Skip(why), Transcript::default());
+        }
+        let mut cx = Ctx { board, t: Transcript::default(), clients: 0, before: None };
+        let limits = &cx.board.limits;
+        cx.t.note(format!(
+            "# {}: max_clients={} max_line={} mode={} eol={}",
+            self.name, limits.max_clients, limits.max_line, limits.mode, limits.eol
+        ));
+        let outcome = match cx.settle().await.and((self.run)(&mut cx).await) {
+            Ok(()) => Outcome::Pass,
+            Err(why) => Outcome::Fail(why),
+        };
+        (outcome, cx.t)
+    }
+}
+
+/// Fails the scenario with a message unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+fn deadline() -> Instant {
+    Instant::now() + CEILING
+}
+
+/// The global counters of a status text.
+fn counters(status: &str) -> BTreeMap<String, u64> {
+    let first = status.lines().next().unwrap_or_default();
+    first
+        .split(' ')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+impl Ctx<'_> {
+    /// Waits until the previous scenario's clients are gone, and notes the counters.
+    async fn settle(&mut self) -> Result<(), Failure> {
+        if self.board.status.is_none() {
+            return Ok(());
+        }
+        let until = deadline();
+        loop {
+            let c = self.status_counters().await?;
+            if c.get("clients") == Some(&0) {
+                self.before = Some(c);
+                return Ok(());
+            }
+            ensure!(Instant::now() < until, "clients from earlier scenarios never left: {c:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn status_counters(&self) -> Result<BTreeMap<String, u64>, Failure> {
+        let text = self.board.status().await.ok_or("the status channel did not answer")?;
+        Ok(counters(&text))
+    }
+
+    /// Records how the named counters moved since the scenario began (status channel only).
+    async fn counters(&mut self, keys: &[&str]) -> Result<(), Failure> {
+        let Some(before) = self.before.clone() else {
+            self.t.note("counters: not checked (no status channel)");
+            return Ok(());
+        };
+        let now = self.status_counters().await?;
+        let moved: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                let d = now.get(*k).copied().unwrap_or(0) as i64 - before.get(*k).copied().unwrap_or(0) as i64;
+                format!("{k} {d:+}")
+            })
+            .collect();
+        self.t.note(format!("counters: {}", moved.join(", ")));
+        Ok(())
+    }
+
+    /// Polls the status channel until `key` has moved by `delta` since the scenario began.
+    async fn wait_counter(&mut self, key: &str, delta: u64) -> Result<(), Failure> {
+        let Some(before) = self.before.clone() else { return Ok(()) };
+        let until = deadline();
+        loop {
+            let now = self.status_counters().await?;
+            if now.get(key).copied().unwrap_or(0) >= before.get(key).copied().unwrap_or(0) + delta {
+                return Ok(());
+            }
+            ensure!(Instant::now() < until, "{key} never went up by {delta}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn connect(&mut self) -> Result<Client, Failure> {
+        self.connect_with(None).await
+    }
+
+    async fn connect_with(&mut self, recv_buf: Option<usize>) -> Result<Client, Failure> {
+        self.clients += 1;
+        let name = format!("c{}", self.clients);
+        let c = Client::connect(name.clone(), self.board.tcp, recv_buf).await.map_err(|e| e.to_string())?;
+        self.t.note(format!("{name} connects"));
+        Ok(c)
+    }
+
+    async fn send(&mut self, c: &mut Client, data: &[u8]) -> Result<(), Failure> {
+        c.send(data).await.map_err(|e| format!("{} could not send: {e}", c.name))?;
+        self.t.sent(&c.name, data);
+        Ok(())
+    }
+
+    async fn uart_send(&mut self, data: &[u8]) -> Result<(), Failure> {
+        self.board.serial.write_all(data).await.map_err(|e| e.to_string())?;
+        self.t.sent("uart", data);
+        Ok(())
+    }
+
+    /// The next UART line must be `expected` (without its terminator).
+    async fn uart_expect(&mut self, expected: &[u8]) -> Result<(), Failure> {
+        let line = self.board.serial.line(deadline()).await.map_err(|e| e.to_string())?;
+        let line = line.ok_or_else(|| format!("nothing on the UART; expected {}", show(expected)))?;
+        ensure!(line == expected, "the UART got {} where {} was expected", show(&line), show(expected));
+        self.t.got("uart", &line);
+        Ok(())
+    }
+
+    /// `c` must receive exactly `expected` next.
+    async fn client_expect(&mut self, c: &mut Client, expected: &[u8]) -> Result<(), Failure> {
+        let got = c.bytes(expected.len(), deadline()).await;
+        ensure!(got == expected, "{} got {} where {} was expected", c.name, show(&got), show(expected));
+        self.t.got(&c.name, &got);
+        Ok(())
+    }
+
+    /// `c` must be closed by the relay after receiving exactly `expected`.
+    async fn client_expect_close(&mut self, c: &mut Client, expected: &[u8]) -> Result<(), Failure> {
+        let got = c.until_eof(deadline()).await.ok_or_else(|| format!("the relay never closed {}", c.name))?;
+        ensure!(got == expected, "{} got {} before its close, not {}", c.name, show(&got), show(expected));
+        if !got.is_empty() {
+            self.t.got(&c.name, &got);
+        }
+        self.t.note(format!("{} closed by the relay", c.name));
+        Ok(())
+    }
+
+    /// Proves nothing else reached the UART: a marker line from `c` must be the next line.
+    async fn uart_quiet(&mut self, c: &mut Client) -> Result<(), Failure> {
+        self.send(c, b"marker\n").await?;
+        self.uart_expect(b"marker").await
+    }
+
+    fn eol(&self) -> &'static [u8] {
+        self.board.limits.eol.bytes()
+    }
+}
+
+async fn echo(cx: &mut Ctx<'_>) -> Result<(), Failure> {
+    let mut c = cx.connect().await?;
+    cx.send(&mut c, b"hello, relay\r\n").await?;
+    cx.uart_expect(b"hello, relay").await?;
+    cx.uart_send(b"hello, client\r\n").await?;
+    cx.client_expect(&mut c, b"hello, client\r\n").await?;
+    cx.counters(&["accepted", "uart_rx", "uart_tx"]).await
+}
+
+async fn echo_raw(cx: &mut Ctx<'_>) -> Result<(), Failure> {
+    let all: Vec<u8> = (0..=255).collect();
+    let mut c = cx.connect().await?;
+    cx.send(&mut c, &all).await?;
+    let got = cx.board.serial.bytes(all.len(), deadline()).await.map_err(|e| e.to_string())?;
+    ensure!(got == all, "the UART got {} of the 256 byte values, or in the wrong order: {}", got.len(), show(&got));
+    cx.t.got("uart", &got);
+    cx.uart_send(&all).await?;
+    cx.client_expect(&mut c, &all).await?;
+    cx.counters(&["uart_rx", "uart_tx"]).await
+}
+
+/// Lines of client `i`, as the ordering scenario sends them.
+fn ordering_line(i: usize, n: usize) -> Vec<u8> {
+    let tag = (b'A' + i as u8) as char;
+    format!("{tag}{n:03}:{}", tag.to_string().repeat(n % 40)).into_bytes()
+}
+
+async fn ordering(cx: &mut Ctx<'_>) -> Result<(), Failure> {
+    const CLIENTS: usize = 3;
+    const LINES: usize = 60;
+    let n = CLIENTS.min(cx.board.limits.max_clients);
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(cx.connect().await?);
+    }
+    // Every client sends all its lines at once, cut into odd-sized writes.
+    let mut writers = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        let text: Vec<u8> = (0..LINES).flat_map(|k| [ordering_line(i, k), b"\n".to_vec()].concat()).collect();
+        writers.push(tokio::spawn(async move {
+            for (k, piece) in text.chunks(7 + 4 * i).enumerate() {
+                c.send(piece).await?;
+                if k % 5 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ok::<Client, std::io::Error>(c)
+        }));
+    }
+    cx.t.note(format!("c1..c{n} -> {LINES} lines each, at once, in odd-sized pieces"));
+    let mut next = vec![0usize; n];
+    for _ in 0..n * LINES {
+        let line = cx.board.serial.line(deadline()).await.map_err(|e| e.to_string())?;
+        let line = line.ok_or("the UART stopped before every line arrived")?;
+        let i = line.first().map(|b| b.wrapping_sub(b'A') as usize).filter(|&i| i < n);
+        let i = i.ok_or_else(|| format!("a mixed or foreign line on the UART: {}", show(&line)))?;
+        let want = ordering_line(i, next[i]);
+        ensure!(line == want, "c{} line {}: the UART got {}, expected {}", i + 1, next[i], show(&line), show(&want));
+        next[i] += 1;
+    }
+    cx.t.note(format!("uart <- {} whole lines, each client's in order", n * LINES));
+    let mut clients = Vec::new();
+    for w in writers {
+        clients.push(w.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?);
+    }
+    // The other direction: one stream, every client sees it whole and in order.
+    let stream: Vec<u8> = (0..3000u32).map(|k| (k % 251) as u8).collect();
+    cx.board.serial.write_all(&stream).await.map_err(|e| e.to_string())?;
+    cx.t.note("uart -> 3000 bytes (0, 1, ... 250, 0, ...)");
+    for c in &mut clients {
+        let got = c.bytes(stream.len(), deadline()).await;
+        ensure!(got == stream, "{} got {} bytes of 3000, or out of order", c.name, got.len());
+        cx.t.note(format!("{} <- the same 3000 bytes, in order", c.name));
+    }
+    cx.counters(&["accepted", "uart_rx", "uart_tx"]).await
+}
+
+async fn fan_out(cx: &mut Ctx<'_>) -> Result<(), Failure> {
+    let n = cx.board.limits.max_clients;
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(cx.connect().await?);
+    }
+    // Every client must be accepted before the stream starts, or a late one misses its head.
+    if cx.before.is_some() {
+        cx.wait_counter("accepted", n as u64).await?;
+    } else if let Some(c) = clients.last_mut() {
+        cx.send(c, b"\n").await?;
+        cx.uart_expect(b"").await?;
+    }
+    let stream: Vec<u8> = b"fan-out ".iter().copied().cycle().take(2048).collect();
+    cx.board.serial.write_all(&stream).await.map_err(|e| e.to_string())?;
+    cx.t.note("uart -> \"fan-out \" repeated to 2048 bytes");
+    for c in &mut clients {
+        let got = c.bytes(stream.len(), deadline()).await;
+        ensure!(got == stream, "{} got {} of 2048 bytes, or different ones", c.name, got.len());
+        cx.t.note(format!("{} <- all 2048 bytes, in order", c.name));
+    }
+    cx.counters(&["accepted", "uart_rx", "drops"]).await
+}
+
+async fn disconnect(cx: &mut Ctx<'_>) -> Result<(), Failure> {
+    let eol = cx.eol();
+    let mut keeper = cx.connect().await?;
+    // 1. A clean close right after a whole line: the line still arrives.
+    let mut c = cx.connect().await?;
+    cx.send(&mut c, b"last words\n").await?;
+    drop(c);
+    cx.t.note("c2 closes");
+    cx.uart_expect(b"last words").await?;
+    cx.wait_counter("disconnects", 1).await?;
+    // 2. A clean close mid-line, and 3. a reset mid-line: nothing of either line arrives.
+    let mut c = cx.connect().await?;
+    cx.send(&mut c, b"half a li").await?;
+    drop(c);
+    cx.t.note("c3 closes mid-line");
+    cx.wait_counter("disconnects", 2).await?;
+    let mut c = cx.connect().await?;
+    cx.send(&mut c, b"cut short by a rese").await?;
+    c.reset();
+    cx.t.note("c4 resets mid-line");
+    cx.wait_counter("partial_discards", 2).await?;
+    cx.uart_quiet(&mut keeper).await?;
+    // The freed slots are usable: fill every slot, and each new client's line gets through.
+    let mut fresh = Vec::new();
+    for _ in 1..cx.board.limits.max_clients {
+        fresh.push(cx.connect().await?);
+    }
+    for c in &mut fresh {
+        let line = format!("{} is in", c.name).into_bytes();
+        cx.send(c, &[&line[..], eol].concat()).await?;
+        cx.uart_expect(&line).await?;
+    }
+    cx.counters(&["accepted", "rejected", "disconnects", "partial_discards"]).await
+}
+
+async fn capacity(cx: &mut Ctx<'_>) -> Result<(), Failure> {
+    let n = cx.board.limits.max_clients;
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(cx.connect().await?);
+    }
+    cx.send(&mut clients[0], b"par").await?;
+    let mut extra = cx.connect().await?;
+    let busy = format!("!relay busy max_clients={n}\r\n");
+    cx.client_expect_close(&mut extra, busy.as_bytes()).await?;
+    cx.send(&mut clients[0], b"tial\n").await?;
+    cx.uart_expect(b"partial").await?;
+    for c in &mut clients {
+        let line = format!("{} still here", c.name).into_bytes();
+        cx.send(c, &[&line[..], b"\n"].concat()).await?;
+        cx.uart_expect(&line).await?;
+    }
+    cx.counters(&["accepted", "rejected"]).await
+}
+
+async fn overflow_guard(cx: &mut Ctx<'_>) -> Result<(), Failure> {
+    let max = cx.board.limits.max_line;
+    let notice = format!("!relay overflow max_line={max}\r\n");
+    let mut c = cx.connect().await?;
+    // Exactly the limit passes.
+    let exact = vec![b'='; max];
+    cx.send(&mut c, &[&exact[..], b"\n"].concat()).await?;
+    cx.uart_expect(&exact).await?;
+    // One over and ten times over are refused whole, each with one notice.
+    for len in [max + 1, 10 * max] {
+        let long = vec![b'+'; len];
+        cx.send(&mut c, &[&long[..], b"\n"].concat()).await?;
+        cx.client_expect(&mut c, notice.as_bytes()).await?;
+    }
+    // The next line is handled normally, and nothing of the long ones leaked.
+    cx.send(&mut c, b"after\n").await?;
+    cx.uart_expect(b"after").await?;
+    cx.counters(&["overflows", "partial_discards"]).await
+}
+
+async fn slow_reader(cx: &mut Ctx<'_>) -> Result<(), Failure> {
+    let stall = Duration::from_millis(cx.board.limits.stall_ms.into());
+    // A small receive window, so that a few KiB back the relay's queue up.
+    let mut slow = cx.connect_with(Some(2048)).await?;
+    let mut fast = cx.connect().await?;
+    if cx.before.is_some() {
+        cx.wait_counter("accepted", 2).await?;
+    }
+    cx.t.note("c1 stops reading; the UART keeps sending");
+    let chunk = vec![b'~'; 1024];
+    let mut sent = 0usize;
+    let until = Instant::now() + stall + CEILING;
+    loop {
+        cx.board.serial.write_all(&chunk).await.map_err(|e| e.to_string())?;
+        sent += chunk.len();
+        let got = fast.bytes(chunk.len(), deadline()).await;
+        ensure!(got == chunk, "c2 (reading) lost bytes: got {} of {} after {sent}", got.len(), chunk.len());
+        let stalled = match cx.before.clone() {
+            Some(b) => cx.status_counters().await?.get("stalls") > b.get("stalls"),
+            // Without a status channel: enough to fill any queue, then wait out the timeout.
+            None => sent >= 256 << 10,
+        };
+        if stalled {
+            break;
+        }
+        ensure!(Instant::now() < until, "c1 was never closed after {sent} bytes");
+    }
+    cx.t.note("c2 <- every byte the UART sent, in order");
+    let got = slow.until_eof(Instant::now() + stall + CEILING).await;
+    let got = got.ok_or("the relay never closed the stalled client")?;
+    ensure!(got.len() < sent, "c1 got all {sent} bytes, so nothing was dropped for it");
+    ensure!(got.iter().all(|&b| b == b'~'), "c1 got bytes that were never sent");
+    cx.t.note("c1 closed by the relay, having missed bytes");
+    let before = cx.before.clone();
+    if let Some(b) = before {
+        let now = cx.status_counters().await?;
+        let dropped = now.get("drops") > b.get("drops");
+        cx.t.note(format!("counters: stalls +1, drops went up: {dropped}"));
+        ensure!(dropped, "no drops were counted");
+    }
+    Ok(())
+}

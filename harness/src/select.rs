@@ -1,0 +1,80 @@
+//! Choosing the board under test from flags or environment variables.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use relay_core::profile::{DEFAULT_PROFILE, Profile};
+
+use crate::board::{OpenOptions, Target};
+use crate::error::{HilError, Result};
+
+/// The environment variables, each the same as the flag of the same name.
+pub const ENV_PORT: &str = "RELAY_HIL_PORT";
+pub const ENV_SERIAL: &str = "RELAY_HIL_SERIAL";
+pub const ENV_ADDR: &str = "RELAY_HIL_ADDR";
+pub const ENV_PROFILE: &str = "RELAY_HIL_PROFILE";
+pub const ENV_BANNER_TIMEOUT: &str = "RELAY_HIL_BANNER_TIMEOUT";
+
+/// What the user asked for, before anything is opened.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// A real NodeMCU: a port path, or `auto` to find the one on USB.
+    pub port: Option<String>,
+    /// Any relay: its serial path (with `addr`).
+    pub serial: Option<PathBuf>,
+    /// The relay's TCP address: for `serial`, or to override a real board's banner IP.
+    pub addr: Option<String>,
+    pub profile: Option<String>,
+    pub banner_timeout: Option<Duration>,
+}
+
+impl Selection {
+    /// Reads the `RELAY_HIL_*` variables.
+    pub fn from_env() -> Result<Selection> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let banner_timeout = match var(ENV_BANNER_TIMEOUT) {
+            None => None,
+            Some(v) => Some(Duration::from_secs(v.parse().map_err(|_| HilError::NoAddress {
+                reason: format!("{ENV_BANNER_TIMEOUT}={v} is not a number of seconds"),
+            })?)),
+        };
+        Ok(Selection {
+            port: var(ENV_PORT),
+            serial: var(ENV_SERIAL).map(PathBuf::from),
+            addr: var(ENV_ADDR),
+            profile: var(ENV_PROFILE),
+            banner_timeout,
+        })
+    }
+
+    /// The board to open, and how. `virtual_board` is the command that runs a virtual board
+    /// (`relay-hil virtual-board`), used when neither a port nor a serial path is given.
+    pub fn resolve(&self, virtual_board: (PathBuf, Vec<String>)) -> Result<(Target, OpenOptions)> {
+        let profile = Profile::load(self.profile.as_deref().unwrap_or(DEFAULT_PROFILE))?;
+        let target = match (&self.port, &self.serial, &self.addr) {
+            (Some(_), Some(_), _) => {
+                return Err(HilError::NoAddress {
+                    reason: "--port (a NodeMCU) and --serial (another relay) exclude each other".into(),
+                });
+            }
+            (Some(port), None, addr) => Target::Port {
+                path: (port != "auto").then(|| PathBuf::from(port)),
+                addr: addr.clone(),
+            },
+            (None, Some(serial), Some(addr)) => Target::Endpoint { serial: serial.clone(), addr: addr.clone() },
+            (None, Some(_), None) => {
+                return Err(HilError::NoAddress { reason: "--serial names a relay's port but not its --addr".into() });
+            }
+            (None, None, Some(_)) => {
+                return Err(HilError::NoAddress {
+                    reason: "--addr needs --serial (another relay) or --port (a NodeMCU)".into(),
+                });
+            }
+            (None, None, None) => Target::Virtual { program: virtual_board.0, args: virtual_board.1 },
+        };
+        // A real chip joins WiFi before its banner; the virtual board is ready at once.
+        let default_wait = if matches!(target, Target::Virtual { .. }) { 10 } else { 30 };
+        let banner_timeout = self.banner_timeout.unwrap_or(Duration::from_secs(default_wait));
+        Ok((target, OpenOptions { profile, banner_timeout }))
+    }
+}
