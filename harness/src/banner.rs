@@ -29,14 +29,30 @@ impl Banner {
     /// Parses one banner line (with or without its line ending).
     pub fn parse(line: &str) -> Result<Banner> {
         let line = line.trim_end();
-        let bad = |reason: String| HilError::BadBanner { line: line.to_owned(), reason };
+        let bad = |reason: String| HilError::BadBanner {
+            line: line.to_owned(),
+            reason,
+        };
         let rest = line
             .strip_prefix(PREFIX)
             .ok_or_else(|| bad(format!("does not start with `{}`", PREFIX.trim_end())))?;
-        let fields: HashMap<&str, &str> = rest.split(' ').filter_map(|kv| kv.split_once('=')).collect();
-        let get = |key: &str| fields.get(key).copied().ok_or_else(|| bad(format!("no `{key}`")));
-        fn num<T: std::str::FromStr>(v: &str, key: &str, bad: &dyn Fn(String) -> HilError) -> Result<T> {
-            v.parse().map_err(|_| bad(format!("`{key}={v}` is not a number")))
+        let fields: HashMap<&str, &str> = rest
+            .split(' ')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let get = |key: &str| {
+            fields
+                .get(key)
+                .copied()
+                .ok_or_else(|| bad(format!("no `{key}`")))
+        };
+        fn num<T: std::str::FromStr>(
+            v: &str,
+            key: &str,
+            bad: &dyn Fn(String) -> HilError,
+        ) -> Result<T> {
+            v.parse()
+                .map_err(|_| bad(format!("`{key}={v}` is not a number")))
         }
         let mode = match get("mode")? {
             "line" => Mode::Line,
@@ -76,7 +92,10 @@ mod tests {
     #[test]
     fn parses_what_the_core_prints() {
         let b = Banner::parse(LINE).unwrap();
-        assert_eq!((b.ip.as_str(), b.port, b.status_port), ("10.0.0.7", 8888, 8889));
+        assert_eq!(
+            (b.ip.as_str(), b.port, b.status_port),
+            ("10.0.0.7", 8888, 8889)
+        );
         assert_eq!((b.max_clients, b.max_line, b.stall_ms), (4, 256, 5000));
         assert_eq!((b.mode, b.eol), (Mode::Line, Eol::Lf));
     }
@@ -84,10 +103,16 @@ mod tests {
     #[test]
     fn names_what_is_wrong() {
         let e = Banner::parse(&LINE.replace("max_line=256", "max_line=lots")).unwrap_err();
-        assert!(e.to_string().contains("`max_line=lots` is not a number"), "{e}");
+        assert!(
+            e.to_string().contains("`max_line=lots` is not a number"),
+            "{e}"
+        );
         let e = Banner::parse(&LINE.replace(" port=8888", "")).unwrap_err();
         assert!(e.to_string().contains("no `port`"), "{e}");
         let e = Banner::parse("hello").unwrap_err();
-        assert!(e.to_string().contains("does not start with `relay ready`"), "{e}");
+        assert!(
+            e.to_string().contains("does not start with `relay ready`"),
+            "{e}"
+        );
     }
 }

@@ -28,7 +28,10 @@ pub enum Target {
     /// Start a virtual board process (`program` with `args`).
     Virtual { program: PathBuf, args: Vec<String> },
     /// A real NodeMCU on a serial port; `None` finds the one plugged in.
-    Port { path: Option<PathBuf>, addr: Option<String> },
+    Port {
+        path: Option<PathBuf>,
+        addr: Option<String>,
+    },
     /// Any relay: a serial path and a TCP address, driven only as its profile allows.
     Endpoint { serial: PathBuf, addr: String },
 }
@@ -100,7 +103,7 @@ impl Board {
                 };
                 open_real(&path, addr.as_deref(), opts).await
             }
-            Target::Endpoint { serial, addr } => open_endpoint(serial, addr, opts),
+            Target::Endpoint { serial, addr } => open_endpoint(serial, addr, opts).await,
         }
     }
 
@@ -113,7 +116,12 @@ impl Board {
         let deadline = Instant::now() + timeout;
         loop {
             match self.serial.line(deadline).await? {
-                None => return Err(HilError::NoBanner { path: self.serial.path.clone(), waited: timeout }),
+                None => {
+                    return Err(HilError::NoBanner {
+                        path: self.serial.path.clone(),
+                        waited: timeout,
+                    });
+                }
                 Some(line) => {
                     let text = String::from_utf8_lossy(&line);
                     // A real chip first prints its ROM messages at 74880 baud: noise here.
@@ -132,12 +140,18 @@ impl Board {
     pub async fn status(&self) -> Option<String> {
         use tokio::io::AsyncReadExt;
         let addr = self.status?;
-        let mut s = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(addr))
+        let mut s = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let mut text = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text))
             .await
             .ok()?
             .ok()?;
-        let mut text = String::new();
-        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text)).await.ok()?.ok()?;
         Some(text)
     }
 }
@@ -158,9 +172,15 @@ impl Drop for Board {
 
 fn resolve(addr: &str) -> Result<SocketAddr> {
     addr.to_socket_addrs()
-        .map_err(|e| HilError::Connect { addr: addr.to_owned(), reason: e.to_string() })?
+        .map_err(|e| HilError::Connect {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })?
         .next()
-        .ok_or_else(|| HilError::Connect { addr: addr.to_owned(), reason: "no address".into() })
+        .ok_or_else(|| HilError::Connect {
+            addr: addr.to_owned(),
+            reason: "no address".into(),
+        })
 }
 
 async fn open_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> Result<Board> {
@@ -170,7 +190,10 @@ async fn open_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> Re
         .args(["--profile", &opts.profile.name])
         .stdin(Stdio::null())
         // The board's own progress lines would drown the run's; -v in RUST_LOG brings them back.
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "virtual_board=warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "virtual_board=warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -184,13 +207,17 @@ async fn open_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> Re
         Err(_) => return Err(fail("no ready line within 30 s".into())),
         Ok(Err(e)) => return Err(fail(e.to_string())),
         Ok(Ok(0)) => {
-            let status = child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+            let status = child
+                .wait()
+                .await
+                .map(|s| s.to_string())
+                .unwrap_or_default();
             return Err(fail(format!("it exited ({status}) before it was ready")));
         }
         Ok(Ok(_)) => {}
     }
-    let ready: virtual_board::Ready =
-        serde_json::from_str(&line).map_err(|e| fail(format!("unreadable ready line `{}`: {e}", line.trim())))?;
+    let ready: virtual_board::Ready = serde_json::from_str(&line)
+        .map_err(|e| fail(format!("unreadable ready line `{}`: {e}", line.trim())))?;
     let port = VirtualPort::open(&ready.serial, ready.baud, ready.control)?;
     let serial = Serial::new(&ready.serial, port)?;
     let mut board = Board {
@@ -227,15 +254,24 @@ async fn open_real(path: &Path, addr: Option<&str>, opts: &OpenOptions) -> Resul
     if opts.profile.capabilities.status && banner.status_port != 0 {
         board.status = Some(SocketAddr::new(board.tcp.ip(), banner.status_port));
     }
+    probe(board.tcp).await?;
     Ok(board)
 }
 
-fn open_endpoint(serial_path: &Path, addr: &str, opts: &OpenOptions) -> Result<Board> {
+/// Fails fast, naming the address, when nothing answers there.
+async fn probe(addr: SocketAddr) -> Result<()> {
+    crate::net::Client::connect("probe".into(), addr, None)
+        .await
+        .map(drop)
+}
+
+async fn open_endpoint(serial_path: &Path, addr: &str, opts: &OpenOptions) -> Result<Board> {
     let serial = Serial::new(serial_path, open_tty(serial_path, opts.profile.uart.baud)?)?;
     let tcp = resolve(addr)?;
     let p = &opts.profile;
     let status = (p.capabilities.status && p.net.status_port != 0)
         .then(|| SocketAddr::new(tcp.ip(), p.net.status_port));
+    probe(tcp).await?;
     Ok(Board {
         kind: "endpoint",
         profile: p.clone(),
@@ -278,11 +314,23 @@ pub fn list_ports() -> Vec<PortInfo> {
                 _ => (None, None),
             };
             let bridge = usb.and_then(|(v, d)| {
-                USB_IDS.iter().find(|(vid, pid, _)| (*vid, *pid) == (v, d)).map(|(_, _, n)| *n)
+                USB_IDS
+                    .iter()
+                    .find(|(vid, pid, _)| (*vid, *pid) == (v, d))
+                    .map(|(_, _, n)| *n)
             });
             let canon = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-            let by_id = by_id.iter().find(|(c, _)| *c == canon).map(|(_, l)| l.clone());
-            PortInfo { path, by_id, usb, product, bridge }
+            let by_id = by_id
+                .iter()
+                .find(|(c, _)| *c == canon)
+                .map(|(_, l)| l.clone());
+            PortInfo {
+                path,
+                by_id,
+                usb,
+                product,
+                bridge,
+            }
         })
         .collect();
     ports.sort_by_key(|p| (p.bridge.is_none(), p.path.clone()));
@@ -291,13 +339,20 @@ pub fn list_ports() -> Vec<PortInfo> {
 
 /// The one NodeMCU-like port plugged in, by its stable name when there is one.
 pub fn find_nodemcu() -> Result<PathBuf> {
-    let found: Vec<PortInfo> = list_ports().into_iter().filter(|p| p.bridge.is_some()).collect();
+    let found: Vec<PortInfo> = list_ports()
+        .into_iter()
+        .filter(|p| p.bridge.is_some())
+        .collect();
     match found.as_slice() {
         [] => Err(HilError::NoBoardFound),
         [one] => Ok(one.by_id.clone().unwrap_or_else(|| one.path.clone())),
         many => Err(HilError::ManyBoards {
             count: many.len(),
-            ports: many.iter().map(|p| p.path.display().to_string()).collect::<Vec<_>>().join(", "),
+            ports: many
+                .iter()
+                .map(|p| p.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }

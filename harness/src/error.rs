@@ -11,9 +11,15 @@ pub enum HilError {
     #[error("serial port {path} is in use by another process")]
     PortBusy { path: PathBuf },
     #[error("cannot open serial port {path}: {source}")]
-    PortOpen { path: PathBuf, source: serialport::Error },
+    PortOpen {
+        path: PathBuf,
+        source: serialport::Error,
+    },
     #[error("serial port {path}: {source}")]
-    PortIo { path: PathBuf, source: std::io::Error },
+    PortIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no NodeMCU found on USB (looked for CP210x 10c4:ea60 and CH340 1a86:7523)")]
     NoBoardFound,
     #[error("{count} NodeMCU-like boards found ({ports}); which one?")]
@@ -53,13 +59,17 @@ impl HilError {
                  prints no banner, use --serial/--addr with a profile whose capabilities.reset \
                  is false"
             }
-            HilError::BadBanner { .. } => "the firmware and this harness disagree: flash a matching build",
+            HilError::BadBanner { .. } => {
+                "the firmware and this harness disagree: flash a matching build"
+            }
             HilError::Connect { .. } => {
                 "is the board on the network and the relay running? Compare the IP in its banner \
                  with --addr"
             }
             HilError::NoAddress { .. } => "give the relay's address with --addr HOST:PORT",
-            HilError::Profile(_) => "profiles live in fixtures/boards/; see the README for every key",
+            HilError::Profile(_) => {
+                "profiles live in fixtures/boards/; see the README for every key"
+            }
             HilError::VirtualBoard { .. } => "run `relay-hil virtual-board -v` to see it start",
             HilError::Control { .. } => "the virtual board may have exited; see its log above",
         }

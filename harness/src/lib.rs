@@ -31,7 +31,12 @@ pub async fn run(
         progress(s, None);
         let start = Instant::now();
         let (outcome, transcript) = s.run(board).await;
-        let record = Record { scenario: s.name, outcome, elapsed: start.elapsed(), transcript };
+        let record = Record {
+            scenario: s.name,
+            outcome,
+            elapsed: start.elapsed(),
+            transcript,
+        };
         progress(s, Some(&record));
         records.push(record);
     }

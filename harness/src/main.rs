@@ -38,7 +38,12 @@ struct BoardArgs {
     port: Option<String>,
 
     /// The serial port of any other relay; needs --addr.
-    #[arg(long, env = "RELAY_HIL_SERIAL", value_name = "PATH", conflicts_with = "port")]
+    #[arg(
+        long,
+        env = "RELAY_HIL_SERIAL",
+        value_name = "PATH",
+        conflicts_with = "port"
+    )]
     serial: Option<PathBuf>,
 
     /// The relay's TCP address: for --serial, or instead of the IP in a NodeMCU's banner.
@@ -105,8 +110,12 @@ impl BoardArgs {
     }
 
     async fn open(&self) -> Result<Board, HilError> {
-        let me = std::env::current_exe().map_err(|e| HilError::VirtualBoard { reason: e.to_string() })?;
-        let (target, opts) = self.selection().resolve((me, vec!["virtual-board".into()]))?;
+        let me = std::env::current_exe().map_err(|e| HilError::VirtualBoard {
+            reason: e.to_string(),
+        })?;
+        let (target, opts) = self
+            .selection()
+            .resolve((me, vec!["virtual-board".into()]))?;
         let spinner = spinner(format!("opening the board ({})", opts.profile.name));
         let board = Board::open(&target, &opts).await;
         spinner.finish_and_clear();
@@ -140,7 +149,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| format!("relay_hil={level}").into()),
         )
         .init();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
@@ -161,7 +172,12 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> ExitCode {
     match command {
-        Command::Run { board, only, junit, out } => run(board, only, junit, out).await,
+        Command::Run {
+            board,
+            only,
+            junit,
+            out,
+        } => run(board, only, junit, out).await,
         Command::Scenarios => {
             for s in scenario::ALL {
                 println!("{:<16} {}", s.name, s.about);
@@ -176,7 +192,9 @@ async fn dispatch(command: Command) -> ExitCode {
 
 /// `YYYYMMDD-HHMMSS` in UTC, for artifact folders.
 fn run_id() -> String {
-    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -188,17 +206,30 @@ fn run_id() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
-async fn run(args: BoardArgs, only: Vec<String>, junit: Option<PathBuf>, out: Option<PathBuf>) -> ExitCode {
+async fn run(
+    args: BoardArgs,
+    only: Vec<String>,
+    junit: Option<PathBuf>,
+    out: Option<PathBuf>,
+) -> ExitCode {
     let mut chosen: Vec<&'static Scenario> = Vec::new();
     for name in &only {
         match scenario::find(name) {
             Some(s) => chosen.push(s),
             None => {
                 let known: Vec<&str> = scenario::ALL.iter().map(|s| s.name).collect();
-                eprintln!("relay-hil: unknown scenario `{name}`\n  hint: the scenarios are {}", known.join(", "));
+                eprintln!(
+                    "relay-hil: unknown scenario `{name}`\n  hint: the scenarios are {}",
+                    known.join(", ")
+                );
                 return ExitCode::from(2);
             }
         }
@@ -235,11 +266,15 @@ async fn run(args: BoardArgs, only: Vec<String>, junit: Option<PathBuf>, out: Op
     let suite = format!("relay-hil.{}", board.kind);
     let xml = report::junit(&records, &suite);
     let dir = out.unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| PathBuf::from("target"), PathBuf::from);
         target.join("relay-hil").join(run_id())
     });
     if let Err(e) = report::write_artifacts(&dir, &records, board.serial.log(), &xml) {
-        eprintln!("relay-hil: cannot write artifacts to {}: {e}", dir.display());
+        eprintln!(
+            "relay-hil: cannot write artifacts to {}: {e}",
+            dir.display()
+        );
         return ExitCode::from(2);
     }
     if let Some(path) = &junit {
@@ -248,9 +283,17 @@ async fn run(args: BoardArgs, only: Vec<String>, junit: Option<PathBuf>, out: Op
             return ExitCode::from(2);
         }
     }
-    println!("artifacts: {} ({:.1}s)", dir.display(), started.elapsed().as_secs_f64());
+    println!(
+        "artifacts: {} ({:.1}s)",
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
     let (_, failed, _) = tally(&records);
-    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn boards() -> ExitCode {
@@ -259,10 +302,19 @@ fn boards() -> ExitCode {
         println!("no serial ports found");
         return ExitCode::SUCCESS;
     }
-    println!("{:<24} {:<10} {:<8} {:<12} {}", "port", "usb", "bridge", "profile", "stable name");
+    println!(
+        "{:<24} {:<10} {:<8} {:<12} {}",
+        "port", "usb", "bridge", "profile", "stable name"
+    );
     for p in ports {
-        let usb = p.usb.map_or("-".into(), |(v, d)| format!("{v:04x}:{d:04x}"));
-        let profile = if p.bridge.is_some() { relay_core::profile::DEFAULT_PROFILE } else { "-" };
+        let usb = p
+            .usb
+            .map_or("-".into(), |(v, d)| format!("{v:04x}:{d:04x}"));
+        let profile = if p.bridge.is_some() {
+            relay_core::profile::DEFAULT_PROFILE
+        } else {
+            "-"
+        };
         println!(
             "{:<24} {:<10} {:<8} {:<12} {}",
             p.path.display(),
@@ -280,14 +332,22 @@ async fn monitor(args: BoardArgs) -> ExitCode {
         Ok(b) => b,
         Err(e) => return fail(&e),
     };
-    let mut client = match relay_hil::net::Client::connect("monitor".into(), board.tcp, None).await {
+    let mut client = match relay_hil::net::Client::connect("monitor".into(), board.tcp, None).await
+    {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
     if let Some(b) = &board.banner {
-        println!("banner: relay {} build {} ip {} port {}", b.version, b.build, b.ip, b.port);
+        println!(
+            "banner: relay {} build {} ip {} port {}",
+            b.version, b.build, b.ip, b.port
+        );
     }
-    println!("serial {}  relay {}  (type to send over TCP; `uart:` sends to the UART)", board.serial.path.display(), board.tcp);
+    println!(
+        "serial {}  relay {}  (type to send over TCP; `uart:` sends to the UART)",
+        board.serial.path.display(),
+        board.tcp
+    );
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     loop {
         let soon = Instant::now() + Duration::from_millis(50);

@@ -27,23 +27,42 @@ pub enum End {
 
 impl Client {
     /// Connects; `recv_buf` shrinks the socket's receive buffer (a slow reader's window).
-    pub async fn connect(name: String, addr: SocketAddr, recv_buf: Option<usize>) -> Result<Client> {
-        let err = |reason: String| HilError::Connect { addr: addr.to_string(), reason };
-        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
-            .map_err(|e| err(e.to_string()))?;
+    pub async fn connect(
+        name: String,
+        addr: SocketAddr,
+        recv_buf: Option<usize>,
+    ) -> Result<Client> {
+        let err = |reason: String| HilError::Connect {
+            addr: addr.to_string(),
+            reason,
+        };
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| err(e.to_string()))?;
         if let Some(n) = recv_buf {
-            socket.set_recv_buffer_size(n as u32).map_err(|e| err(e.to_string()))?;
+            socket
+                .set_recv_buffer_size(n as u32)
+                .map_err(|e| err(e.to_string()))?;
         }
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
             Err(_) => return Err(err(format!("no answer within {CONNECT_TIMEOUT:?}"))),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(err("connection refused (nothing listens on that port)".into()));
+                return Err(err(
+                    "connection refused (nothing listens on that port)".into()
+                ));
             }
             Ok(Err(e)) => return Err(err(e.to_string())),
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
-        Ok(Client { name, stream, pending: Vec::new() })
+        Ok(Client {
+            name,
+            stream,
+            pending: Vec::new(),
+        })
     }
 
     pub async fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
@@ -51,12 +70,18 @@ impl Client {
     }
 
     /// Reads until `done(bytes)` holds, the peer closes, or the deadline passes.
-    pub async fn read_until(&mut self, deadline: Instant, done: impl Fn(&[u8]) -> bool) -> (Vec<u8>, Option<End>) {
+    pub async fn read_until(
+        &mut self,
+        deadline: Instant,
+        done: impl Fn(&[u8]) -> bool,
+    ) -> (Vec<u8>, Option<End>) {
         let mut buf = [0u8; 4096];
         while !done(&self.pending) {
             match tokio::time::timeout_at(deadline.into(), self.stream.read(&mut buf)).await {
                 Err(_) => return (std::mem::take(&mut self.pending), Some(End::Timeout)),
-                Ok(Ok(0)) | Ok(Err(_)) => return (std::mem::take(&mut self.pending), Some(End::Eof)),
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    return (std::mem::take(&mut self.pending), Some(End::Eof));
+                }
                 Ok(Ok(n)) => self.pending.extend_from_slice(&buf[..n]),
             }
         }

@@ -27,8 +27,16 @@ pub fn tally(records: &[Record]) -> (usize, usize, usize) {
 }
 
 pub fn table(records: &[Record]) -> String {
-    let width = records.iter().map(|r| r.scenario.len()).max().unwrap_or(8).max(8);
-    let mut out = format!("{:<width$}  {:<6}  {:>7}  reason\n", "scenario", "result", "time");
+    let width = records
+        .iter()
+        .map(|r| r.scenario.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let mut out = format!(
+        "{:<width$}  {:<6}  {:>7}  reason\n",
+        "scenario", "result", "time"
+    );
     for r in records {
         let (result, reason) = match &r.outcome {
             Outcome::Pass => ("pass", ""),
@@ -85,10 +93,18 @@ pub fn junit(records: &[Record], suite: &str) -> String {
         );
         match &r.outcome {
             Outcome::Pass => {
-                let _ = writeln!(out, "{head}>\n      <system-out>{}</system-out>\n    </testcase>", xml(&r.transcript.render()));
+                let _ = writeln!(
+                    out,
+                    "{head}>\n      <system-out>{}</system-out>\n    </testcase>",
+                    xml(&r.transcript.render())
+                );
             }
             Outcome::Skip(why) => {
-                let _ = writeln!(out, "{head}>\n      <skipped message=\"{}\"/>\n    </testcase>", xml(why));
+                let _ = writeln!(
+                    out,
+                    "{head}>\n      <skipped message=\"{}\"/>\n    </testcase>",
+                    xml(why)
+                );
             }
             Outcome::Fail(why) => {
                 let _ = writeln!(
@@ -105,7 +121,12 @@ pub fn junit(records: &[Record], suite: &str) -> String {
 }
 
 /// Writes every transcript, the serial log and the JUnit file under `dir`.
-pub fn write_artifacts(dir: &Path, records: &[Record], serial_log: &[u8], junit_xml: &str) -> std::io::Result<()> {
+pub fn write_artifacts(
+    dir: &Path,
+    records: &[Record],
+    serial_log: &[u8],
+    junit_xml: &str,
+) -> std::io::Result<()> {
     let transcripts = dir.join("transcripts");
     std::fs::create_dir_all(&transcripts)?;
     for r in records {
@@ -129,9 +150,24 @@ mod tests {
         let mut t = Transcript::default();
         t.sent("c1", b"<&>\x01\n");
         vec![
-            Record { scenario: "echo", outcome: Outcome::Pass, elapsed: Duration::from_millis(12), transcript: t.clone() },
-            Record { scenario: "echo_raw", outcome: Outcome::Skip("line mode".into()), elapsed: Duration::ZERO, transcript: Transcript::default() },
-            Record { scenario: "capacity", outcome: Outcome::Fail("no \"busy\" line".into()), elapsed: Duration::from_secs(2), transcript: t },
+            Record {
+                scenario: "echo",
+                outcome: Outcome::Pass,
+                elapsed: Duration::from_millis(12),
+                transcript: t.clone(),
+            },
+            Record {
+                scenario: "echo_raw",
+                outcome: Outcome::Skip("line mode".into()),
+                elapsed: Duration::ZERO,
+                transcript: Transcript::default(),
+            },
+            Record {
+                scenario: "capacity",
+                outcome: Outcome::Fail("no \"busy\" line".into()),
+                elapsed: Duration::from_secs(2),
+                transcript: t,
+            },
         ]
     }
 
@@ -139,16 +175,28 @@ mod tests {
     fn table_lists_every_scenario_and_the_totals() {
         let t = table(&records());
         assert!(t.contains("echo_raw  skip          -  line mode"), "{t}");
-        assert!(t.contains("capacity  FAIL      2.00s  no \"busy\" line"), "{t}");
+        assert!(
+            t.contains("capacity  FAIL      2.00s  no \"busy\" line"),
+            "{t}"
+        );
         assert!(t.ends_with("1 passed, 1 failed, 1 skipped\n"), "{t}");
     }
 
     #[test]
     fn junit_escapes_and_counts() {
         let x = junit(&records(), "relay-hil.virtual");
-        assert!(x.contains("tests=\"3\" failures=\"1\" skipped=\"1\""), "{x}");
+        assert!(
+            x.contains("tests=\"3\" failures=\"1\" skipped=\"1\""),
+            "{x}"
+        );
         assert!(x.contains("<skipped message=\"line mode\"/>"), "{x}");
-        assert!(x.contains("<failure message=\"no &quot;busy&quot; line\">"), "{x}");
-        assert!(x.contains("c1 -&gt; \"&lt;&amp;&gt;\\x01\\n\""), "{x}");
+        assert!(
+            x.contains("<failure message=\"no &quot;busy&quot; line\">"),
+            "{x}"
+        );
+        assert!(
+            x.contains(r"c1 -&gt; &quot;&lt;&amp;&gt;\x01\n&quot;"),
+            "{x}"
+        );
     }
 }

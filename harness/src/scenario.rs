@@ -36,14 +36,54 @@ pub struct Scenario {
 
 /// Every scenario, in the order a run takes them.
 pub const ALL: &[Scenario] = &[
-    Scenario { name: "echo", about: "a line each way, byte-exact", unsupported: needs_line_mode, run: |c| Box::pin(echo(c)) },
-    Scenario { name: "echo_raw", about: "every byte value each way, raw mode", unsupported: needs_raw_mode, run: |c| Box::pin(echo_raw(c)) },
-    Scenario { name: "ordering", about: "concurrent clients: whole lines, each client's in order", unsupported: needs_line_mode, run: |c| Box::pin(ordering(c)) },
-    Scenario { name: "fan_out", about: "every client gets the same UART stream", unsupported: |_| None, run: |c| Box::pin(fan_out(c)) },
-    Scenario { name: "disconnect", about: "close, reset and close mid-line free the slot and leak nothing", unsupported: needs_line_mode, run: |c| Box::pin(disconnect(c)) },
-    Scenario { name: "capacity", about: "the client after the limit is refused; the others carry on", unsupported: needs_client_limit, run: |c| Box::pin(capacity(c)) },
-    Scenario { name: "overflow_guard", about: "max_line passes; longer lines are refused whole", unsupported: needs_guard, run: |c| Box::pin(overflow_guard(c)) },
-    Scenario { name: "slow_reader", about: "a stalled client is dropped and closed; the others lose nothing", unsupported: needs_stall_close, run: |c| Box::pin(slow_reader(c)) },
+    Scenario {
+        name: "echo",
+        about: "a line each way, byte-exact",
+        unsupported: needs_line_mode,
+        run: |c| Box::pin(echo(c)),
+    },
+    Scenario {
+        name: "echo_raw",
+        about: "every byte value each way, raw mode",
+        unsupported: needs_raw_mode,
+        run: |c| Box::pin(echo_raw(c)),
+    },
+    Scenario {
+        name: "ordering",
+        about: "concurrent clients: whole lines, each client's in order",
+        unsupported: needs_line_mode,
+        run: |c| Box::pin(ordering(c)),
+    },
+    Scenario {
+        name: "fan_out",
+        about: "every client gets the same UART stream",
+        unsupported: |_| None,
+        run: |c| Box::pin(fan_out(c)),
+    },
+    Scenario {
+        name: "disconnect",
+        about: "close, reset and close mid-line free the slot and leak nothing",
+        unsupported: needs_line_mode,
+        run: |c| Box::pin(disconnect(c)),
+    },
+    Scenario {
+        name: "capacity",
+        about: "the client after the limit is refused; the others carry on",
+        unsupported: needs_client_limit,
+        run: |c| Box::pin(capacity(c)),
+    },
+    Scenario {
+        name: "overflow_guard",
+        about: "max_line passes; longer lines are refused whole",
+        unsupported: needs_guard,
+        run: |c| Box::pin(overflow_guard(c)),
+    },
+    Scenario {
+        name: "slow_reader",
+        about: "a stalled client is dropped and closed; the others lose nothing",
+        unsupported: needs_stall_close,
+        run: |c| Box::pin(slow_reader(c)),
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -55,21 +95,25 @@ fn needs_line_mode(b: &Board) -> Option<String> {
 }
 
 fn needs_raw_mode(b: &Board) -> Option<String> {
-    (b.limits.mode != Mode::Raw).then(|| "the board is in line mode; this needs a raw-mode profile".into())
+    (b.limits.mode != Mode::Raw)
+        .then(|| "the board is in line mode; this needs a raw-mode profile".into())
 }
 
 fn needs_client_limit(b: &Board) -> Option<String> {
-    (!b.profile.capabilities.client_limit).then(|| "the profile says the board has no client limit".into())
+    (!b.profile.capabilities.client_limit)
+        .then(|| "the profile says the board has no client limit".into())
 }
 
 fn needs_guard(b: &Board) -> Option<String> {
     needs_line_mode(b).or_else(|| {
-        (!b.profile.capabilities.overflow_guard).then(|| "the profile says the board has no overflow guard".into())
+        (!b.profile.capabilities.overflow_guard)
+            .then(|| "the profile says the board has no overflow guard".into())
     })
 }
 
 fn needs_stall_close(b: &Board) -> Option<String> {
-    (!b.profile.capabilities.stall_close).then(|| "the profile says the board never closes a stalled client".into())
+    (!b.profile.capabilities.stall_close)
+        .then(|| "the profile says the board never closes a stalled client".into())
 }
 
 /// A scenario's view of the board, and its transcript.
@@ -86,7 +130,12 @@ impl Scenario {
         if let Some(why) = (self.unsupported)(board) {
             return (Outcome::Skip(why), Transcript::default());
         }
-        let mut cx = Ctx { board, t: Transcript::default(), clients: 0, before: None };
+        let mut cx = Ctx {
+            board,
+            t: Transcript::default(),
+            clients: 0,
+            before: None,
+        };
         let limits = &cx.board.limits;
         cx.t.note(format!(
             "# {}: max_clients={} max_line={} mode={} eol={}",
@@ -138,13 +187,20 @@ impl Ctx<'_> {
                 self.before = Some(c);
                 return Ok(());
             }
-            ensure!(Instant::now() < until, "clients from earlier scenarios never left: {c:?}");
+            ensure!(
+                Instant::now() < until,
+                "clients from earlier scenarios never left: {c:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     async fn status_counters(&self) -> Result<BTreeMap<String, u64>, Failure> {
-        let text = self.board.status().await.ok_or("the status channel did not answer")?;
+        let text = self
+            .board
+            .status()
+            .await
+            .ok_or("the status channel did not answer")?;
         Ok(counters(&text))
     }
 
@@ -158,7 +214,8 @@ impl Ctx<'_> {
         let moved: Vec<String> = keys
             .iter()
             .map(|k| {
-                let d = now.get(*k).copied().unwrap_or(0) as i64 - before.get(*k).copied().unwrap_or(0) as i64;
+                let d = now.get(*k).copied().unwrap_or(0) as i64
+                    - before.get(*k).copied().unwrap_or(0) as i64;
                 format!("{k} {d:+}")
             })
             .collect();
@@ -168,7 +225,9 @@ impl Ctx<'_> {
 
     /// Polls the status channel until `key` has moved by `delta` since the scenario began.
     async fn wait_counter(&mut self, key: &str, delta: u64) -> Result<(), Failure> {
-        let Some(before) = self.before.clone() else { return Ok(()) };
+        let Some(before) = self.before.clone() else {
+            return Ok(());
+        };
         let until = deadline();
         loop {
             let now = self.status_counters().await?;
@@ -187,28 +246,47 @@ impl Ctx<'_> {
     async fn connect_with(&mut self, recv_buf: Option<usize>) -> Result<Client, Failure> {
         self.clients += 1;
         let name = format!("c{}", self.clients);
-        let c = Client::connect(name.clone(), self.board.tcp, recv_buf).await.map_err(|e| e.to_string())?;
+        let c = Client::connect(name.clone(), self.board.tcp, recv_buf)
+            .await
+            .map_err(|e| e.to_string())?;
         self.t.note(format!("{name} connects"));
         Ok(c)
     }
 
     async fn send(&mut self, c: &mut Client, data: &[u8]) -> Result<(), Failure> {
-        c.send(data).await.map_err(|e| format!("{} could not send: {e}", c.name))?;
+        c.send(data)
+            .await
+            .map_err(|e| format!("{} could not send: {e}", c.name))?;
         self.t.sent(&c.name, data);
         Ok(())
     }
 
     async fn uart_send(&mut self, data: &[u8]) -> Result<(), Failure> {
-        self.board.serial.write_all(data).await.map_err(|e| e.to_string())?;
+        self.board
+            .serial
+            .write_all(data)
+            .await
+            .map_err(|e| e.to_string())?;
         self.t.sent("uart", data);
         Ok(())
     }
 
     /// The next UART line must be `expected` (without its terminator).
     async fn uart_expect(&mut self, expected: &[u8]) -> Result<(), Failure> {
-        let line = self.board.serial.line(deadline()).await.map_err(|e| e.to_string())?;
-        let line = line.ok_or_else(|| format!("nothing on the UART; expected {}", show(expected)))?;
-        ensure!(line == expected, "the UART got {} where {} was expected", show(&line), show(expected));
+        let line = self
+            .board
+            .serial
+            .line(deadline())
+            .await
+            .map_err(|e| e.to_string())?;
+        let line =
+            line.ok_or_else(|| format!("nothing on the UART; expected {}", show(expected)))?;
+        ensure!(
+            line == expected,
+            "the UART got {} where {} was expected",
+            show(&line),
+            show(expected)
+        );
         self.t.got("uart", &line);
         Ok(())
     }
@@ -216,15 +294,34 @@ impl Ctx<'_> {
     /// `c` must receive exactly `expected` next.
     async fn client_expect(&mut self, c: &mut Client, expected: &[u8]) -> Result<(), Failure> {
         let got = c.bytes(expected.len(), deadline()).await;
-        ensure!(got == expected, "{} got {} where {} was expected", c.name, show(&got), show(expected));
+        ensure!(
+            got == expected,
+            "{} got {} where {} was expected",
+            c.name,
+            show(&got),
+            show(expected)
+        );
         self.t.got(&c.name, &got);
         Ok(())
     }
 
     /// `c` must be closed by the relay after receiving exactly `expected`.
-    async fn client_expect_close(&mut self, c: &mut Client, expected: &[u8]) -> Result<(), Failure> {
-        let got = c.until_eof(deadline()).await.ok_or_else(|| format!("the relay never closed {}", c.name))?;
-        ensure!(got == expected, "{} got {} before its close, not {}", c.name, show(&got), show(expected));
+    async fn client_expect_close(
+        &mut self,
+        c: &mut Client,
+        expected: &[u8],
+    ) -> Result<(), Failure> {
+        let got = c
+            .until_eof(deadline())
+            .await
+            .ok_or_else(|| format!("the relay never closed {}", c.name))?;
+        ensure!(
+            got == expected,
+            "{} got {} before its close, not {}",
+            c.name,
+            show(&got),
+            show(expected)
+        );
         if !got.is_empty() {
             self.t.got(&c.name, &got);
         }
@@ -256,8 +353,18 @@ async fn echo_raw(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     let all: Vec<u8> = (0..=255).collect();
     let mut c = cx.connect().await?;
     cx.send(&mut c, &all).await?;
-    let got = cx.board.serial.bytes(all.len(), deadline()).await.map_err(|e| e.to_string())?;
-    ensure!(got == all, "the UART got {} of the 256 byte values, or in the wrong order: {}", got.len(), show(&got));
+    let got = cx
+        .board
+        .serial
+        .bytes(all.len(), deadline())
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        got == all,
+        "the UART got {} of the 256 byte values, or in the wrong order: {}",
+        got.len(),
+        show(&got)
+    );
     cx.t.got("uart", &got);
     cx.uart_send(&all).await?;
     cx.client_expect(&mut c, &all).await?;
@@ -281,7 +388,9 @@ async fn ordering(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     // Every client sends all its lines at once, cut into odd-sized writes.
     let mut writers = Vec::new();
     for (i, mut c) in clients.into_iter().enumerate() {
-        let text: Vec<u8> = (0..LINES).flat_map(|k| [ordering_line(i, k), b"\n".to_vec()].concat()).collect();
+        let text: Vec<u8> = (0..LINES)
+            .flat_map(|k| [ordering_line(i, k), b"\n".to_vec()].concat())
+            .collect();
         writers.push(tokio::spawn(async move {
             for (k, piece) in text.chunks(7 + 4 * i).enumerate() {
                 c.send(piece).await?;
@@ -292,29 +401,62 @@ async fn ordering(cx: &mut Ctx<'_>) -> Result<(), Failure> {
             Ok::<Client, std::io::Error>(c)
         }));
     }
-    cx.t.note(format!("c1..c{n} -> {LINES} lines each, at once, in odd-sized pieces"));
+    cx.t.note(format!(
+        "c1..c{n} -> {LINES} lines each, at once, in odd-sized pieces"
+    ));
     let mut next = vec![0usize; n];
     for _ in 0..n * LINES {
-        let line = cx.board.serial.line(deadline()).await.map_err(|e| e.to_string())?;
+        let line = cx
+            .board
+            .serial
+            .line(deadline())
+            .await
+            .map_err(|e| e.to_string())?;
         let line = line.ok_or("the UART stopped before every line arrived")?;
-        let i = line.first().map(|b| b.wrapping_sub(b'A') as usize).filter(|&i| i < n);
+        let i = line
+            .first()
+            .map(|b| b.wrapping_sub(b'A') as usize)
+            .filter(|&i| i < n);
         let i = i.ok_or_else(|| format!("a mixed or foreign line on the UART: {}", show(&line)))?;
         let want = ordering_line(i, next[i]);
-        ensure!(line == want, "c{} line {}: the UART got {}, expected {}", i + 1, next[i], show(&line), show(&want));
+        ensure!(
+            line == want,
+            "c{} line {}: the UART got {}, expected {}",
+            i + 1,
+            next[i],
+            show(&line),
+            show(&want)
+        );
         next[i] += 1;
     }
-    cx.t.note(format!("uart <- {} whole lines, each client's in order", n * LINES));
+    cx.t.note(format!(
+        "uart <- {} whole lines, each client's in order",
+        n * LINES
+    ));
     let mut clients = Vec::new();
     for w in writers {
-        clients.push(w.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?);
+        clients.push(
+            w.await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?,
+        );
     }
     // The other direction: one stream, every client sees it whole and in order.
     let stream: Vec<u8> = (0..3000u32).map(|k| (k % 251) as u8).collect();
-    cx.board.serial.write_all(&stream).await.map_err(|e| e.to_string())?;
+    cx.board
+        .serial
+        .write_all(&stream)
+        .await
+        .map_err(|e| e.to_string())?;
     cx.t.note("uart -> 3000 bytes (0, 1, ... 250, 0, ...)");
     for c in &mut clients {
         let got = c.bytes(stream.len(), deadline()).await;
-        ensure!(got == stream, "{} got {} bytes of 3000, or out of order", c.name, got.len());
+        ensure!(
+            got == stream,
+            "{} got {} bytes of 3000, or out of order",
+            c.name,
+            got.len()
+        );
         cx.t.note(format!("{} <- the same 3000 bytes, in order", c.name));
     }
     cx.counters(&["accepted", "uart_rx", "uart_tx"]).await
@@ -334,11 +476,20 @@ async fn fan_out(cx: &mut Ctx<'_>) -> Result<(), Failure> {
         cx.uart_expect(b"").await?;
     }
     let stream: Vec<u8> = b"fan-out ".iter().copied().cycle().take(2048).collect();
-    cx.board.serial.write_all(&stream).await.map_err(|e| e.to_string())?;
+    cx.board
+        .serial
+        .write_all(&stream)
+        .await
+        .map_err(|e| e.to_string())?;
     cx.t.note("uart -> \"fan-out \" repeated to 2048 bytes");
     for c in &mut clients {
         let got = c.bytes(stream.len(), deadline()).await;
-        ensure!(got == stream, "{} got {} of 2048 bytes, or different ones", c.name, got.len());
+        ensure!(
+            got == stream,
+            "{} got {} of 2048 bytes, or different ones",
+            c.name,
+            got.len()
+        );
         cx.t.note(format!("{} <- all 2048 bytes, in order", c.name));
     }
     cx.counters(&["accepted", "uart_rx", "drops"]).await
@@ -376,7 +527,8 @@ async fn disconnect(cx: &mut Ctx<'_>) -> Result<(), Failure> {
         cx.send(c, &[&line[..], eol].concat()).await?;
         cx.uart_expect(&line).await?;
     }
-    cx.counters(&["accepted", "rejected", "disconnects", "partial_discards"]).await
+    cx.counters(&["accepted", "rejected", "disconnects", "partial_discards"])
+        .await
 }
 
 async fn capacity(cx: &mut Ctx<'_>) -> Result<(), Failure> {
@@ -432,10 +584,19 @@ async fn slow_reader(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     let mut sent = 0usize;
     let until = Instant::now() + stall + CEILING;
     loop {
-        cx.board.serial.write_all(&chunk).await.map_err(|e| e.to_string())?;
+        cx.board
+            .serial
+            .write_all(&chunk)
+            .await
+            .map_err(|e| e.to_string())?;
         sent += chunk.len();
         let got = fast.bytes(chunk.len(), deadline()).await;
-        ensure!(got == chunk, "c2 (reading) lost bytes: got {} of {} after {sent}", got.len(), chunk.len());
+        ensure!(
+            got == chunk,
+            "c2 (reading) lost bytes: got {} of {} after {sent}",
+            got.len(),
+            chunk.len()
+        );
         let stalled = match cx.before.clone() {
             Some(b) => cx.status_counters().await?.get("stalls") > b.get("stalls"),
             // Without a status channel: enough to fill any queue, then wait out the timeout.
@@ -444,13 +605,22 @@ async fn slow_reader(cx: &mut Ctx<'_>) -> Result<(), Failure> {
         if stalled {
             break;
         }
-        ensure!(Instant::now() < until, "c1 was never closed after {sent} bytes");
+        ensure!(
+            Instant::now() < until,
+            "c1 was never closed after {sent} bytes"
+        );
     }
     cx.t.note("c2 <- every byte the UART sent, in order");
     let got = slow.until_eof(Instant::now() + stall + CEILING).await;
     let got = got.ok_or("the relay never closed the stalled client")?;
-    ensure!(got.len() < sent, "c1 got all {sent} bytes, so nothing was dropped for it");
-    ensure!(got.iter().all(|&b| b == b'~'), "c1 got bytes that were never sent");
+    ensure!(
+        got.len() < sent,
+        "c1 got all {sent} bytes, so nothing was dropped for it"
+    );
+    ensure!(
+        got.iter().all(|&b| b == b'~'),
+        "c1 got bytes that were never sent"
+    );
     cx.t.note("c1 closed by the relay, having missed bytes");
     let before = cx.before.clone();
     if let Some(b) = before {

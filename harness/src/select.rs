@@ -34,8 +34,10 @@ impl Selection {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let banner_timeout = match var(ENV_BANNER_TIMEOUT) {
             None => None,
-            Some(v) => Some(Duration::from_secs(v.parse().map_err(|_| HilError::NoAddress {
-                reason: format!("{ENV_BANNER_TIMEOUT}={v} is not a number of seconds"),
+            Some(v) => Some(Duration::from_secs(v.parse().map_err(|_| {
+                HilError::NoAddress {
+                    reason: format!("{ENV_BANNER_TIMEOUT}={v} is not a number of seconds"),
+                }
             })?)),
         };
         Ok(Selection {
@@ -54,27 +56,48 @@ impl Selection {
         let target = match (&self.port, &self.serial, &self.addr) {
             (Some(_), Some(_), _) => {
                 return Err(HilError::NoAddress {
-                    reason: "--port (a NodeMCU) and --serial (another relay) exclude each other".into(),
+                    reason: "--port (a NodeMCU) and --serial (another relay) exclude each other"
+                        .into(),
                 });
             }
             (Some(port), None, addr) => Target::Port {
                 path: (port != "auto").then(|| PathBuf::from(port)),
                 addr: addr.clone(),
             },
-            (None, Some(serial), Some(addr)) => Target::Endpoint { serial: serial.clone(), addr: addr.clone() },
+            (None, Some(serial), Some(addr)) => Target::Endpoint {
+                serial: serial.clone(),
+                addr: addr.clone(),
+            },
             (None, Some(_), None) => {
-                return Err(HilError::NoAddress { reason: "--serial names a relay's port but not its --addr".into() });
+                return Err(HilError::NoAddress {
+                    reason: "--serial names a relay's port but not its --addr".into(),
+                });
             }
             (None, None, Some(_)) => {
                 return Err(HilError::NoAddress {
                     reason: "--addr needs --serial (another relay) or --port (a NodeMCU)".into(),
                 });
             }
-            (None, None, None) => Target::Virtual { program: virtual_board.0, args: virtual_board.1 },
+            (None, None, None) => Target::Virtual {
+                program: virtual_board.0,
+                args: virtual_board.1,
+            },
         };
         // A real chip joins WiFi before its banner; the virtual board is ready at once.
-        let default_wait = if matches!(target, Target::Virtual { .. }) { 10 } else { 30 };
-        let banner_timeout = self.banner_timeout.unwrap_or(Duration::from_secs(default_wait));
-        Ok((target, OpenOptions { profile, banner_timeout }))
+        let default_wait = if matches!(target, Target::Virtual { .. }) {
+            10
+        } else {
+            30
+        };
+        let banner_timeout = self
+            .banner_timeout
+            .unwrap_or(Duration::from_secs(default_wait));
+        Ok((
+            target,
+            OpenOptions {
+                profile,
+                banner_timeout,
+            },
+        ))
     }
 }

@@ -21,7 +21,9 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Opens a port exclusively (TIOCEXCL and an exclusive flock: one run per board).
 pub fn open_tty(path: &Path, baud: u32) -> Result<TTYPort> {
     if !path.exists() {
-        return Err(HilError::PortMissing { path: path.to_owned() });
+        return Err(HilError::PortMissing {
+            path: path.to_owned(),
+        });
     }
     serialport::new(path.to_string_lossy(), baud)
         .timeout(Duration::from_millis(100))
@@ -29,9 +31,14 @@ pub fn open_tty(path: &Path, baud: u32) -> Result<TTYPort> {
         .open_native()
         .map_err(|source| {
             if source.description.contains("exclusive lock") {
-                HilError::PortBusy { path: path.to_owned() }
+                HilError::PortBusy {
+                    path: path.to_owned(),
+                }
             } else {
-                HilError::PortOpen { path: path.to_owned(), source }
+                HilError::PortOpen {
+                    path: path.to_owned(),
+                    source,
+                }
             }
         })
 }
@@ -46,14 +53,22 @@ pub struct VirtualPort {
 
 impl VirtualPort {
     pub fn open(path: &Path, baud: u32, control: SocketAddr) -> Result<VirtualPort> {
-        Ok(VirtualPort { tty: open_tty(path, baud)?, control, dtr: false, rts: false })
+        Ok(VirtualPort {
+            tty: open_tty(path, baud)?,
+            control,
+            dtr: false,
+            rts: false,
+        })
     }
 
     /// Sends one control command and returns its `ok` reply.
     pub fn command(control: SocketAddr, cmd: &str) -> std::result::Result<String, String> {
-        let mut s = TcpStream::connect_timeout(&control, CONTROL_TIMEOUT).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(CONTROL_TIMEOUT)).map_err(|e| e.to_string())?;
-        s.write_all(format!("{cmd}\n").as_bytes()).map_err(|e| e.to_string())?;
+        let mut s =
+            TcpStream::connect_timeout(&control, CONTROL_TIMEOUT).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(CONTROL_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        s.write_all(format!("{cmd}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
         let mut reader = BufReader::new(s);
         let mut reply = String::new();
         loop {
@@ -202,14 +217,18 @@ impl Serial {
     /// Wraps an open port (a TTYPort or a VirtualPort), reading it through a duplicate of its
     /// file descriptor.
     pub fn new<P: SerialPort + AsRawFd + 'static>(path: &Path, port: P) -> Result<Serial> {
-        let io_err = |source| HilError::PortIo { path: path.to_owned(), source };
+        let io_err = |source| HilError::PortIo {
+            path: path.to_owned(),
+            source,
+        };
         // SAFETY: the port owns this fd and outlives the borrow, which is duplicated at once.
         let fd = unsafe { BorrowedFd::borrow_raw(port.as_raw_fd()) };
         let owned = fd.try_clone_to_owned().map_err(io_err)?;
         let flags = nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_GETFL)
             .map_err(|e| io_err(e.into()))?;
         let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-        nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(|e| io_err(e.into()))?;
+        nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_SETFL(flags))
+            .map_err(|e| io_err(e.into()))?;
         // SAFETY: an OwnedFd stays open and names the same file until the AsyncFd drops it.
         let io = unsafe { AsyncFd::register(owned) }.map_err(|e| io_err(e.into()))?;
         Ok(Serial {
@@ -222,7 +241,10 @@ impl Serial {
     }
 
     fn io_err(&self, source: std::io::Error) -> HilError {
-        HilError::PortIo { path: self.path.clone(), source }
+        HilError::PortIo {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Reads whatever arrives before `deadline`; false if nothing did.
@@ -231,7 +253,9 @@ impl Serial {
         let wait = tokio::time::timeout_at(deadline.into(), async {
             loop {
                 let mut guard = self.io.readable().await?;
-                match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(Into::into)) {
+                match guard
+                    .try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(Into::into))
+                {
                     Ok(r) => return r,
                     Err(_would_block) => continue,
                 }
@@ -311,7 +335,13 @@ impl Serial {
 
     /// Sets DTR and RTS, in that order.
     pub fn set_lines(&mut self, dtr: bool, rts: bool) -> Result<()> {
-        let e = |e: serialport::Error| HilError::PortIo { path: self.path.clone(), source: e.into() };
+        let e = |e: serialport::Error| HilError::PortIo {
+            path: self.path.clone(),
+            source: std::io::Error::other(format!(
+                "cannot set DTR/RTS to reset the board ({e}); a NodeMCU's USB-serial adapter can, \
+                 a bare pseudo-terminal cannot"
+            )),
+        };
         self.port.write_data_terminal_ready(dtr).map_err(e)?;
         self.port.write_request_to_send(rts).map_err(e)
     }

@@ -68,6 +68,8 @@ pub struct Board {
     lines: Lines,
     chip: Chip,
     boot_at: Option<Instant>,
+    /// The flash holds no firmware.
+    blank: bool,
 }
 
 /// The USB-serial adapter's modem lines, as the NodeMCU's two-transistor auto-reset circuit
@@ -101,6 +103,8 @@ pub enum Chip {
     Loader,
     /// Booted with GPIO0 high: the relay firmware runs.
     Running,
+    /// Booted with GPIO0 high from a blank flash: the ROM finds no image and nothing runs.
+    Blank,
 }
 
 fn now_ms(clock: Instant) -> u32 {
@@ -114,6 +118,7 @@ impl Board {
         identity: Identity,
         uart: OwnedFd,
         pace_baud: Option<u32>,
+        blank: bool,
     ) -> io::Result<Board> {
         let clock = Instant::now();
         let relay = Relay::new(config, 0).map_err(io::Error::other)?;
@@ -134,8 +139,16 @@ impl Board {
             lines: Lines::default(),
             chip: Chip::Running,
             boot_at: None,
+            blank,
         };
-        board.boot(1);
+        if blank {
+            board.chip = Chip::Blank;
+            board.console.extend(
+                b"\r\n ets Jan  8 2013,rst cause:1, boot mode:(3,6)\r\n\r\nets_main.c \r\n",
+            );
+        } else {
+            board.boot(1);
+        }
         Ok(board)
     }
 
@@ -169,7 +182,13 @@ impl Board {
         self.boot_at = None;
         self.relay =
             Relay::new(self.config, now_ms(self.clock)).expect("config was valid at start");
-        if self.lines.gpio0_high() {
+        if self.lines.gpio0_high() && self.blank {
+            self.chip = Chip::Blank;
+            self.console.extend(
+                b"\r\n ets Jan  8 2013,rst cause:2, boot mode:(3,6)\r\n\r\nets_main.c \r\n",
+            );
+            tracing::info!("reset: blank flash, nothing to run");
+        } else if self.lines.gpio0_high() {
             self.chip = Chip::Running;
             self.boot(2);
             tracing::info!("reset: running the relay");

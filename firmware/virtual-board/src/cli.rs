@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::{Options, run};
 use clap::Parser;
 use relay_core::profile::{DEFAULT_PROFILE, Profile};
-use crate::{Options, run};
 
 /// A NodeMCU (ESP8266) relay twin: the relay's C core behind a pseudo-terminal UART and a
 /// loopback TCP port.
@@ -48,6 +48,10 @@ pub struct Cli {
     /// Also make PATH a symlink to the serial port (removed on exit).
     #[arg(long, value_name = "PATH")]
     link: Option<PathBuf>,
+
+    /// Start with a blank flash: the ROM boots and finds nothing, so no relay and no banner.
+    #[arg(long)]
+    blank: bool,
 
     /// Build id shown in the banner [default: the digest of the core's sources].
     #[arg(long)]
@@ -101,6 +105,7 @@ where
         status_port: (!cli.no_status).then_some(cli.status_port),
         control_port: cli.control_port,
         link: cli.link,
+        blank: cli.blank,
         parent,
         build_id: cli
             .build_id

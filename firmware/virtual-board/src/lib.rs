@@ -52,6 +52,8 @@ pub struct Options {
     pub baud: u32,
     pub link: Option<PathBuf>,
     pub build_id: String,
+    /// Boot from a blank flash: the ROM runs, no relay does.
+    pub blank: bool,
     /// The process whose exit stops the board.
     pub parent: nix::unistd::Pid,
 }
@@ -82,7 +84,13 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
         status_port: status_addr.map_or(0, |a| a.port()),
     };
     let uart = pty.master.try_clone()?;
-    let mut board = Board::new(config, identity, uart, opts.pace.then_some(opts.baud))?;
+    let mut board = Board::new(
+        config,
+        identity,
+        uart,
+        opts.pace.then_some(opts.baud),
+        opts.blank,
+    )?;
 
     let (ctrl_tx, mut ctrl_rx) = mpsc::channel(16);
     let ready = Ready {
