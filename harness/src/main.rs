@@ -303,8 +303,8 @@ fn boards() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!(
-        "{:<24} {:<10} {:<8} {:<12} {}",
-        "port", "usb", "bridge", "profile", "stable name"
+        "{:<24} {:<10} {:<8} {:<12} stable name",
+        "port", "usb", "bridge", "profile"
     );
     for p in ports {
         let usb = p

@@ -65,6 +65,15 @@ impl Client {
         })
     }
 
+    /// A second, blocking handle on the same socket: the socket stays open while either is.
+    pub fn duplicate(&self) -> std::io::Result<std::net::TcpStream> {
+        use std::os::fd::AsFd;
+        let fd = self.stream.as_fd().try_clone_to_owned()?;
+        let s = std::net::TcpStream::from(fd);
+        s.set_nonblocking(false)?;
+        Ok(s)
+    }
+
     pub async fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(data).await
     }

@@ -202,10 +202,18 @@ impl Profile {
 
     /// Parses and validates profile text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
-        let profile: Profile = toml::from_str(text).map_err(|e| ProfileError::Malformed {
-            path: path.to_owned(),
-            // toml's message names the key and quotes the offending line.
-            message: e.to_string().trim_end().replace('\n', "\n  "),
+        let profile: Profile = toml::from_str(text).map_err(|e| {
+            // One line: where, then toml's own words, which name the key.
+            let at = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            ProfileError::Malformed {
+                path: path.to_owned(),
+                message: format!("{}{}", at.unwrap_or_default(), e.message().trim_end()),
+            }
         })?;
         profile
             .relay_config()

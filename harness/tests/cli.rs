@@ -1,0 +1,166 @@
+//! The CLI end to end: `run` on the virtual board, and on a relay named by hand.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use rstest::rstest;
+
+const BIN: &str = env!("CARGO_BIN_EXE_relay-hil");
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("relay-hil-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn row<'a>(table: &'a str, scenario: &str) -> &'a str {
+    table
+        .lines()
+        .find(|l| l.starts_with(&format!("{scenario} ")))
+        .unwrap_or_else(|| panic!("no row for {scenario}:\n{table}"))
+}
+
+#[rstest]
+fn run_with_no_options_runs_everything_on_the_virtual_board() {
+    let out_dir = temp_dir("run");
+    let junit = out_dir.join("extra-junit.xml");
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--junit",
+            junit.to_str().unwrap(),
+        ])
+        .env_remove("RELAY_HIL_PORT")
+        .env_remove("RELAY_HIL_SERIAL")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.starts_with("board: virtual (nodemcu-v2)"), "{table}");
+    for s in [
+        "echo",
+        "ordering",
+        "fan_out",
+        "disconnect",
+        "capacity",
+        "overflow_guard",
+        "slow_reader",
+    ] {
+        assert!(row(&table, s).contains(" pass "), "{}", row(&table, s));
+    }
+    assert!(
+        row(&table, "echo_raw").contains("skip")
+            && row(&table, "echo_raw").contains("raw-mode profile")
+    );
+    assert!(table.contains("7 passed, 0 failed, 1 skipped"), "{table}");
+    let xml = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
+    assert!(
+        xml.contains("tests=\"8\" failures=\"0\" skipped=\"1\""),
+        "{xml}"
+    );
+    assert_eq!(std::fs::read_to_string(&junit).unwrap(), xml);
+    let log = std::fs::read_to_string(out_dir.join("serial.log")).unwrap();
+    assert!(
+        log.contains("relay ready version=") && log.contains("hello, relay"),
+        "{log}"
+    );
+    let t = std::fs::read_to_string(out_dir.join("transcripts/echo_raw.txt")).unwrap();
+    assert!(t.starts_with("skipped: the board is in line mode"), "{t}");
+    std::fs::remove_dir_all(&out_dir).unwrap();
+}
+
+/// Any relay, named by its serial path and address, runs what its profile allows and reports
+/// the rest as skipped with the reason.
+#[rstest]
+fn run_against_a_relay_named_by_hand() {
+    let mut relay = Command::new(BIN)
+        .args(["virtual-board", "--no-status"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(relay.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let dir = temp_dir("endpoint");
+    let profile = dir.join("foreign.toml");
+    std::fs::write(
+        &profile,
+        "name = 'foreign'\n[net]\nstatus_port = 0\n\
+         [capabilities]\nreset = false\nstatus = false\nstall_close = false\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--serial",
+            ready["serial"].as_str().unwrap(),
+            "--addr",
+            ready["tcp"].as_str().unwrap(),
+        ])
+        .args([
+            "--profile",
+            profile.to_str().unwrap(),
+            "--out",
+            dir.join("out").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.starts_with("board: endpoint (foreign)"), "{table}");
+    for s in [
+        "echo",
+        "ordering",
+        "fan_out",
+        "disconnect",
+        "capacity",
+        "overflow_guard",
+    ] {
+        assert!(row(&table, s).contains(" pass "), "{}", row(&table, s));
+    }
+    assert!(
+        row(&table, "slow_reader").contains("never closes a stalled client"),
+        "{table}"
+    );
+    assert!(row(&table, "echo_raw").contains("skip"), "{table}");
+    let t = std::fs::read_to_string(dir.join("out/transcripts/echo.txt")).unwrap();
+    assert!(
+        t.contains("counters: not checked (no status channel)"),
+        "{t}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[rstest]
+fn scenarios_and_boards_list_what_they_know() {
+    let out = Command::new(BIN).arg("scenarios").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(
+        text.lines().count(),
+        relay_hil::scenario::ALL.len(),
+        "{text}"
+    );
+    let out = Command::new(BIN).arg("boards").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
