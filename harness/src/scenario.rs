@@ -398,6 +398,37 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Writes `stream` to the UART; every client must receive all of it, in order.
+    async fn stream_to_all(
+        &mut self,
+        clients: &mut [Client],
+        stream: &[u8],
+        what: &str,
+    ) -> Result<(), Failure> {
+        self.board
+            .serial
+            .write_all(stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.t.note(format!("uart -> {what}"));
+        for c in clients {
+            let got = c.bytes(stream.len(), deadline()).await;
+            ensure!(
+                got == stream,
+                "{} got {} of {} bytes, or different ones",
+                c.name,
+                got.len(),
+                stream.len()
+            );
+            self.t.note(format!(
+                "{} <- all {} bytes, in order",
+                c.name,
+                stream.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Proves nothing else reached the UART: a marker line from `c` must be the next line.
     async fn uart_quiet(&mut self, c: &mut Client) -> Result<(), Failure> {
         self.send(c, b"marker\n").await?;
@@ -512,22 +543,8 @@ async fn ordering(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     }
     // The other direction: one stream, every client sees it whole and in order.
     let stream: Vec<u8> = (0..3000u32).map(|k| (k % 251) as u8).collect();
-    cx.board
-        .serial
-        .write_all(&stream)
-        .await
-        .map_err(|e| e.to_string())?;
-    cx.t.note("uart -> 3000 bytes (0, 1, ... 250, 0, ...)");
-    for c in &mut clients {
-        let got = c.bytes(stream.len(), deadline()).await;
-        ensure!(
-            got == stream,
-            "{} got {} bytes of 3000, or out of order",
-            c.name,
-            got.len()
-        );
-        cx.t.note(format!("{} <- the same 3000 bytes, in order", c.name));
-    }
+    cx.stream_to_all(&mut clients, &stream, "3000 bytes (0, 1, ... 250, 0, ...)")
+        .await?;
     cx.counters(&["accepted", "uart_rx", "uart_tx"]).await
 }
 
@@ -545,22 +562,8 @@ async fn fan_out(cx: &mut Ctx<'_>) -> Result<(), Failure> {
         cx.uart_expect(b"").await?;
     }
     let stream: Vec<u8> = b"fan-out ".iter().copied().cycle().take(2048).collect();
-    cx.board
-        .serial
-        .write_all(&stream)
-        .await
-        .map_err(|e| e.to_string())?;
-    cx.t.note("uart -> \"fan-out \" repeated to 2048 bytes");
-    for c in &mut clients {
-        let got = c.bytes(stream.len(), deadline()).await;
-        ensure!(
-            got == stream,
-            "{} got {} of 2048 bytes, or different ones",
-            c.name,
-            got.len()
-        );
-        cx.t.note(format!("{} <- all 2048 bytes, in order", c.name));
-    }
+    cx.stream_to_all(&mut clients, &stream, "\"fan-out \" repeated to 2048 bytes")
+        .await?;
     cx.counters(&["accepted", "uart_rx", "drops"]).await
 }
 

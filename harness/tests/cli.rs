@@ -14,6 +14,20 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
     d
 }
 
+/// The run succeeded and each of `passed` has a `pass` row.
+fn assert_passed(out: &std::process::Output, passed: &[&str]) -> String {
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in passed {
+        assert!(row(&table, s).contains(" pass "), "{}", row(&table, s));
+    }
+    table
+}
+
 fn row<'a>(table: &'a str, scenario: &str) -> &'a str {
     table
         .lines()
@@ -37,14 +51,7 @@ fn run_with_no_options_runs_everything_on_the_virtual_board() {
         .env_remove("RELAY_HIL_SERIAL")
         .output()
         .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{table}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(table.starts_with("board: virtual (nodemcu-v2)"), "{table}");
-    for s in [
+    let all = [
         "echo",
         "ordering",
         "fan_out",
@@ -52,9 +59,9 @@ fn run_with_no_options_runs_everything_on_the_virtual_board() {
         "capacity",
         "overflow_guard",
         "slow_reader",
-    ] {
-        assert!(row(&table, s).contains(" pass "), "{}", row(&table, s));
-    }
+    ];
+    let table = assert_passed(&out, &all);
+    assert!(table.starts_with("board: virtual (nodemcu-v2)"), "{table}");
     assert!(
         row(&table, "echo_raw").contains("skip")
             && row(&table, "echo_raw").contains("raw-mode profile")
@@ -117,23 +124,16 @@ fn run_against_a_relay_named_by_hand() {
         .unwrap();
     let _ = relay.kill();
     let _ = relay.wait();
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{table}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(table.starts_with("board: endpoint (foreign)"), "{table}");
-    for s in [
+    let allowed = [
         "echo",
         "ordering",
         "fan_out",
         "disconnect",
         "capacity",
         "overflow_guard",
-    ] {
-        assert!(row(&table, s).contains(" pass "), "{}", row(&table, s));
-    }
+    ];
+    let table = assert_passed(&out, &allowed);
+    assert!(table.starts_with("board: endpoint (foreign)"), "{table}");
     assert!(
         row(&table, "slow_reader").contains("never closes a stalled client"),
         "{table}"

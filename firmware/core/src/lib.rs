@@ -39,7 +39,7 @@ mod ffi {
     }
 
     #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct ClientStats {
         pub id: u32,
         pub lines: u32,
@@ -51,7 +51,7 @@ mod ffi {
     }
 
     #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct Stats {
         pub accepted: u32,
         pub rejected: u32,
@@ -198,8 +198,10 @@ pub fn limits() -> Limits {
     }
 }
 
-/// Runtime configuration; every limit must lie within [`limits()`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Runtime configuration; every limit must lie within [`limits()`]. It is also a board
+/// profile's `[relay]` section, where a missing key takes its default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub max_clients: usize,
     pub max_line: usize,

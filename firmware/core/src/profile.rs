@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::{Config, ConfigError, Eol, Mode};
+use crate::{Config, ConfigError};
 
 /// Where named profiles live unless `RELAY_HIL_BOARDS_DIR` says otherwise.
 pub const DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/boards");
@@ -19,8 +19,9 @@ pub struct Profile {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// The core's runtime limits.
     #[serde(default)]
-    pub relay: RelaySection,
+    pub relay: Config,
     #[serde(default)]
     pub uart: UartSection,
     #[serde(default)]
@@ -54,33 +55,6 @@ impl Default for Capabilities {
             overflow_guard: true,
             client_limit: true,
             stall_close: true,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RelaySection {
-    pub max_clients: usize,
-    pub max_line: usize,
-    pub txq_size: usize,
-    pub uartq_size: usize,
-    pub stall_timeout_ms: u32,
-    pub mode: Mode,
-    pub eol: Eol,
-}
-
-impl Default for RelaySection {
-    fn default() -> Self {
-        let c = Config::default();
-        RelaySection {
-            max_clients: c.max_clients,
-            max_line: c.max_line,
-            txq_size: c.txq_size,
-            uartq_size: c.uartq_size,
-            stall_timeout_ms: c.stall_timeout_ms,
-            mode: c.mode,
-            eol: c.eol,
         }
     }
 }
@@ -146,11 +120,37 @@ pub enum ProfileError {
     },
 }
 
+/// A toml error as one line that names the key (`relay.max_line`) and where it stands.
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().replace('\n', " ");
+    let Some(span) = e.span() else { return message };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.len() - line_start + 1;
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    // The key on that line, under the last [table] header above it.
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty());
+    let table = before.lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix('[')?.strip_suffix(']').map(str::trim)
+    });
+    match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k} (line {line_no}, column {column}): {message}"),
+        (None, Some(k)) => format!("{k} (line {line_no}, column {column}): {message}"),
+        _ => format!("line {line_no}, column {column}: {message}"),
+    }
+}
+
 /// The folder named profiles are looked up in.
 pub fn profiles_dir() -> PathBuf {
-    std::env::var_os("RELAY_HIL_BOARDS_DIR")
+    let dir = std::env::var_os("RELAY_HIL_BOARDS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
+    std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
 /// Names of the profiles in [`profiles_dir`], sorted.
@@ -202,21 +202,12 @@ impl Profile {
 
     /// Parses and validates profile text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
-        let profile: Profile = toml::from_str(text).map_err(|e| {
-            // One line: where, then toml's own words, which name the key.
-            let at = e.span().map(|span| {
-                let before = &text[..span.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                format!("line {line}, column {column}: ")
-            });
-            ProfileError::Malformed {
-                path: path.to_owned(),
-                message: format!("{}{}", at.unwrap_or_default(), e.message().trim_end()),
-            }
+        let profile: Profile = toml::from_str(text).map_err(|e| ProfileError::Malformed {
+            path: path.to_owned(),
+            message: one_line(text, &e),
         })?;
         profile
-            .relay_config()
+            .relay
             .check()
             .map_err(|source| ProfileError::Invalid {
                 path: path.to_owned(),
@@ -230,18 +221,5 @@ impl Profile {
             });
         }
         Ok(profile)
-    }
-
-    pub fn relay_config(&self) -> Config {
-        let r = &self.relay;
-        Config {
-            max_clients: r.max_clients,
-            max_line: r.max_line,
-            txq_size: r.txq_size,
-            uartq_size: r.uartq_size,
-            stall_timeout_ms: r.stall_timeout_ms,
-            mode: r.mode,
-            eol: r.eol,
-        }
     }
 }

@@ -3,7 +3,7 @@
 
 mod model;
 
-use model::{ClientCounters, Counters, Model};
+use model::Model;
 use proptest::prelude::*;
 use relay_core::{Config, Eol, Mode, Relay};
 
@@ -91,34 +91,6 @@ fn take_client(r: &mut Relay, slot: usize, n: usize) -> Vec<u8> {
     out
 }
 
-fn counters(r: &Relay) -> Counters {
-    let s = r.stats();
-    Counters {
-        accepted: s.accepted,
-        rejected: s.rejected,
-        disconnects: s.disconnects,
-        stalls: s.stalls,
-        overflows: s.overflows,
-        partial_discards: s.partial_discards,
-        uart_rx: s.uart_rx,
-        uart_tx: s.uart_tx,
-        drops: s.drops,
-        uptime_ms: s.uptime_ms,
-    }
-}
-
-fn client_counters(r: &Relay, slot: usize) -> Option<ClientCounters> {
-    r.client_stats(slot).map(|s| ClientCounters {
-        id: s.id,
-        lines: s.lines,
-        overflows: s.overflows,
-        txq_high: s.txq_high,
-        bytes_in: s.bytes_in,
-        bytes_out: s.bytes_out,
-        drops: s.drops,
-    })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
 
@@ -158,11 +130,11 @@ proptest! {
                 }
                 Event::NextClose => prop_assert_eq!(core.next_close(), model.next_close(), "step {}", step),
             }
-            prop_assert_eq!(counters(&core), model.g.clone(), "global counters, step {}", step);
+            prop_assert_eq!(core.stats(), model.g, "global counters, step {}", step);
             for slot in 0..cfg.max_clients {
                 prop_assert_eq!(core.is_open(slot), model.is_open(slot), "slot {} open, step {}", slot, step);
                 prop_assert_eq!(
-                    client_counters(&core, slot),
+                    core.client_stats(slot),
                     model.client_counters(slot),
                     "slot {} counters, step {}", slot, step
                 );

@@ -577,5 +577,5 @@ fn unknown_profile_lists_the_known_ones() {
 fn shipped_profiles_load_and_are_named_after_their_file(#[case] name: &str) {
     let p = Profile::load(name).unwrap();
     assert_eq!(p.name, name);
-    Relay::new(p.relay_config(), 0).unwrap();
+    Relay::new(p.relay, 0).unwrap();
 }

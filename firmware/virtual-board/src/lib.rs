@@ -66,7 +66,7 @@ async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
 
 /// Runs the board until it is told to stop. Returns the reason it stopped.
 pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
-    let config = opts.profile.relay_config();
+    let config = opts.profile.relay;
     let pty = pty::Pty::open(opts.link.as_deref()).context("cannot open a pseudo-terminal")?;
     let listener = bind(opts.port, "relay").await?;
     let status = match opts.status_port {

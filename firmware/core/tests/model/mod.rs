@@ -3,32 +3,7 @@
 
 use std::collections::VecDeque;
 
-use relay_core::{Config, Mode, NOTICE_MAX};
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClientCounters {
-    pub id: u32,
-    pub lines: u32,
-    pub overflows: u32,
-    pub txq_high: u32,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub drops: u64,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub accepted: u32,
-    pub rejected: u32,
-    pub disconnects: u32,
-    pub stalls: u32,
-    pub overflows: u32,
-    pub partial_discards: u32,
-    pub uart_rx: u64,
-    pub uart_tx: u64,
-    pub drops: u64,
-    pub uptime_ms: u64,
-}
+use relay_core::{ClientStats, Config, Mode, NOTICE_MAX, Stats};
 
 #[derive(Debug)]
 struct Client {
@@ -39,7 +14,7 @@ struct Client {
     /// When the queue first overflowed, until it drains to half.
     overflowed_at: Option<u32>,
     closing: bool,
-    c: ClientCounters,
+    c: ClientStats,
 }
 
 #[derive(Debug)]
@@ -51,7 +26,7 @@ pub struct Model {
     waiting: VecDeque<usize>,
     slots: Vec<Option<Client>>,
     next_id: u32,
-    pub g: Counters,
+    pub g: Stats,
 }
 
 impl Model {
@@ -63,7 +38,7 @@ impl Model {
             waiting: VecDeque::new(),
             slots: (0..cfg.max_clients).map(|_| None).collect(),
             next_id: 1,
-            g: Counters::default(),
+            g: Stats::default(),
         }
     }
 
@@ -79,7 +54,7 @@ impl Model {
             queue: VecDeque::new(),
             overflowed_at: None,
             closing: false,
-            c: ClientCounters {
+            c: ClientStats {
                 id: self.next_id,
                 ..Default::default()
             },
@@ -269,8 +244,8 @@ impl Model {
         Some(slot)
     }
 
-    pub fn client_counters(&self, slot: usize) -> Option<ClientCounters> {
-        self.slots.get(slot)?.as_ref().map(|c| c.c.clone())
+    pub fn client_counters(&self, slot: usize) -> Option<ClientStats> {
+        self.slots.get(slot)?.as_ref().map(|c| c.c)
     }
 
     pub fn is_open(&self, slot: usize) -> bool {
