@@ -30,8 +30,8 @@ pub enum HilError {
     BadBanner { line: String, reason: String },
     #[error("cannot reach the relay at {addr}: {reason}")]
     Connect { addr: String, reason: String },
-    #[error("no TCP address for the relay: {reason}")]
-    NoAddress { reason: String },
+    #[error("{reason}")]
+    Usage { reason: String },
     #[error(transparent)]
     Profile(#[from] relay_core::profile::ProfileError),
     #[error("the virtual board did not start: {reason}")]
@@ -66,7 +66,9 @@ impl HilError {
                 "is the board on the network and the relay running? Compare the IP in its banner \
                  with --addr"
             }
-            HilError::NoAddress { .. } => "give the relay's address with --addr HOST:PORT",
+            HilError::Usage { .. } => {
+                "`relay-hil run --help` lists the board options and their variables"
+            }
             HilError::Profile(_) => {
                 "profiles live in fixtures/boards/; see the README for every key"
             }

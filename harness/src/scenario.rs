@@ -222,6 +222,8 @@ impl Ctx<'_> {
                 Instant::now() < until,
                 "clients from earlier scenarios never left: {c:?}"
             );
+            // Paced polling: the status channel is the only view of the relay's slots, and a
+            // real board has few TCP connections to spare for it.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -35,7 +35,7 @@ impl Selection {
         let banner_timeout = match var(ENV_BANNER_TIMEOUT) {
             None => None,
             Some(v) => Some(Duration::from_secs(v.parse().map_err(|_| {
-                HilError::NoAddress {
+                HilError::Usage {
                     reason: format!("{ENV_BANNER_TIMEOUT}={v} is not a number of seconds"),
                 }
             })?)),
@@ -55,7 +55,7 @@ impl Selection {
         let profile = Profile::load(self.profile.as_deref().unwrap_or(DEFAULT_PROFILE))?;
         let target = match (&self.port, &self.serial, &self.addr) {
             (Some(_), Some(_), _) => {
-                return Err(HilError::NoAddress {
+                return Err(HilError::Usage {
                     reason: "--port (a NodeMCU) and --serial (another relay) exclude each other"
                         .into(),
                 });
@@ -69,12 +69,12 @@ impl Selection {
                 addr: addr.clone(),
             },
             (None, Some(_), None) => {
-                return Err(HilError::NoAddress {
+                return Err(HilError::Usage {
                     reason: "--serial names a relay's port but not its --addr".into(),
                 });
             }
             (None, None, Some(_)) => {
-                return Err(HilError::NoAddress {
+                return Err(HilError::Usage {
                     reason: "--addr needs --serial (another relay) or --port (a NodeMCU)".into(),
                 });
             }
