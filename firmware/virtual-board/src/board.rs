@@ -21,6 +21,10 @@ const UART_RX_BUFFER: usize = 256;
 
 /// How often the core's clock advances while nothing else happens.
 pub const TICK: Duration = Duration::from_millis(20);
+/// The ESP8266 UART's transmit FIFO.
+const TX_FIFO: usize = 128;
+/// Staging for the UART when it is not paced: one pty write per this many bytes at most.
+const TX_STAGE: usize = 16 << 10;
 /// Pump passes before the loop yields to accept and control work.
 const PASSES: usize = 32;
 /// EN's RC delay: the ROM samples GPIO0 this long after EN rises, so the brief both-lines-
@@ -53,8 +57,12 @@ pub struct Board {
     config: Config,
     identity: Identity,
     uart: AsyncFd<OwnedFd>,
-    /// Text the firmware itself prints (boot messages, banner), sent before relay output.
-    console: VecDeque<u8>,
+    /// Bytes on their way to the UART: what the firmware prints itself (boot messages, the
+    /// banner) and what the core released. Staging lets one write carry many lines.
+    tx: VecDeque<u8>,
+    /// How much the core's output may stage: a 128-byte FIFO when paced, as on the chip, so
+    /// back-pressure reaches clients as it would there; more when unpaced, for fewer syscalls.
+    tx_cap: usize,
     clients: Vec<Option<Client>>,
     tx_pace: Option<Pacer>,
     rx_pace: Option<Pacer>,
@@ -65,6 +73,8 @@ pub struct Board {
     uart_chunk: usize,
     /// The last pump stopped early with work left: do not sleep.
     busy: bool,
+    /// A paced read took all the wire allowed: more may be waiting on the UART.
+    rx_starved: bool,
     lines: Lines,
     chip: Chip,
     boot_at: Option<Instant>,
@@ -128,7 +138,12 @@ impl Board {
             identity,
             // SAFETY: an OwnedFd stays open and names the same file until the AsyncFd drops it.
             uart: unsafe { AsyncFd::register(uart) }?,
-            console: VecDeque::new(),
+            tx: VecDeque::new(),
+            tx_cap: if pace_baud.is_some() {
+                TX_FIFO
+            } else {
+                TX_STAGE
+            },
             clients: (0..config.max_clients).map(|_| None).collect(),
             tx_pace: pace_baud.map(|b| Pacer::new(b, clock)),
             rx_pace: pace_baud.map(|b| Pacer::new(b, clock)),
@@ -136,6 +151,7 @@ impl Board {
             uart_buf: vec![0; UART_RX_BUFFER].into_boxed_slice(),
             uart_chunk: UART_RX_BUFFER.min(config.txq_size),
             busy: false,
+            rx_starved: false,
             lines: Lines::default(),
             chip: Chip::Running,
             boot_at: None,
@@ -143,7 +159,7 @@ impl Board {
         };
         if blank {
             board.chip = Chip::Blank;
-            board.console.extend(
+            board.tx.extend(
                 b"\r\n ets Jan  8 2013,rst cause:1, boot mode:(3,6)\r\n\r\nets_main.c \r\n",
             );
         } else {
@@ -159,8 +175,8 @@ impl Board {
         let banner = self
             .relay
             .banner(&id.ip, &id.build_id, id.port, id.status_port);
-        self.console.extend(rom.as_bytes());
-        self.console.extend(banner.as_bytes());
+        self.tx.extend(rom.as_bytes());
+        self.tx.extend(banner.as_bytes());
     }
 
     /// Pulses EN: connections drop as the WiFi stack restarts, the relay starts afresh.
@@ -172,7 +188,7 @@ impl Board {
     /// EN low: the chip stops, and with it the WiFi stack and every connection.
     fn hold(&mut self) {
         self.clients.iter_mut().for_each(|c| *c = None);
-        self.console.clear();
+        self.tx.clear();
         self.chip = Chip::Held;
         self.boot_at = None;
     }
@@ -184,7 +200,7 @@ impl Board {
             Relay::new(self.config, now_ms(self.clock)).expect("config was valid at start");
         if self.lines.gpio0_high() && self.blank {
             self.chip = Chip::Blank;
-            self.console.extend(
+            self.tx.extend(
                 b"\r\n ets Jan  8 2013,rst cause:2, boot mode:(3,6)\r\n\r\nets_main.c \r\n",
             );
             tracing::info!("reset: blank flash, nothing to run");
@@ -194,7 +210,7 @@ impl Board {
             tracing::info!("reset: running the relay");
         } else {
             self.chip = Chip::Loader;
-            self.console
+            self.tx
                 .extend(b"\r\n ets Jan  8 2013,rst cause:2, boot mode:(1,7)\r\n\r\n");
             tracing::info!("reset: ROM serial loader");
         }
@@ -265,7 +281,12 @@ impl Board {
             for slot in 0..self.clients.len() {
                 progress |= self.service_client(slot);
             }
-            progress |= self.write_uart();
+            // Write once the core has nothing more to give, or the stage is full.
+            let staged = self.stage();
+            if !staged || self.tx.len() >= self.tx_cap {
+                progress |= self.write_uart();
+            }
+            progress |= staged;
             while let Some(slot) = self.relay.next_close() {
                 tracing::debug!(slot, "client closed: stalled");
                 self.clients[slot] = None;
@@ -286,18 +307,25 @@ impl Board {
             .as_mut()
             .map_or(usize::MAX, |p| p.available(now));
         let n = budget.min(self.uart_chunk);
+        self.rx_starved = n == 0;
         if n == 0 {
             return false;
         }
         match nix::unistd::read(self.uart.get_ref(), &mut self.uart_buf[..n]) {
-            Ok(0) | Err(nix::errno::Errno::EAGAIN) => false,
-            Ok(n) => {
+            Ok(0) | Err(nix::errno::Errno::EAGAIN) => {
                 if let Some(p) = self.rx_pace.as_mut() {
-                    p.spend(n);
+                    p.idle(now);
+                }
+                false
+            }
+            Ok(got) => {
+                if let Some(p) = self.rx_pace.as_mut() {
+                    p.spend(got);
+                    self.rx_starved = got == n;
                 }
                 // Held in reset, or in the loader (which answers only its own protocol).
                 if self.chip == Chip::Running {
-                    self.relay.uart_input(&self.uart_buf[..n]);
+                    self.relay.uart_input(&self.uart_buf[..got]);
                 }
                 true
             }
@@ -308,42 +336,55 @@ impl Board {
         }
     }
 
+    /// Moves what the core released for the UART into the stage, as far as it has room.
+    fn stage(&mut self) -> bool {
+        let mut progress = false;
+        while self.tx.len() < self.tx_cap {
+            let chunk = self.relay.uart_pending();
+            let n = chunk.len().min(self.tx_cap - self.tx.len());
+            if n == 0 {
+                break;
+            }
+            self.tx.extend(&chunk[..n]);
+            self.relay.uart_consume(n);
+            progress = true;
+        }
+        progress
+    }
+
     fn write_uart(&mut self) -> bool {
         let mut progress = false;
-        loop {
-            let now = Instant::now();
+        while !self.tx.is_empty() {
             let budget = self
                 .tx_pace
                 .as_mut()
-                .map_or(usize::MAX, |p| p.available(now));
-            let (from_console, chunk) = if self.console.is_empty() {
-                (false, self.relay.uart_pending())
-            } else {
-                (true, self.console.as_slices().0)
-            };
+                .map_or(usize::MAX, |p| p.available(Instant::now()));
+            let chunk = self.tx.make_contiguous();
             let chunk = &chunk[..chunk.len().min(budget)];
             if chunk.is_empty() {
-                return progress;
+                break;
             }
             match nix::unistd::write(self.uart.get_ref(), chunk) {
                 Ok(n) => {
                     if let Some(p) = self.tx_pace.as_mut() {
                         p.spend(n);
                     }
-                    if from_console {
-                        self.console.drain(..n);
-                    } else {
-                        self.relay.uart_consume(n);
-                    }
+                    self.tx.drain(..n);
                     progress = true;
                 }
-                Err(nix::errno::Errno::EAGAIN) => return progress,
+                Err(nix::errno::Errno::EAGAIN) => break,
                 Err(e) => {
                     tracing::warn!("uart write: {e}");
-                    return progress;
+                    break;
                 }
             }
         }
+        if self.tx.is_empty() {
+            if let Some(p) = self.tx_pace.as_mut() {
+                p.idle(Instant::now());
+            }
+        }
+        progress
     }
 
     fn service_client(&mut self, slot: usize) -> bool {
@@ -412,14 +453,13 @@ impl Board {
         if let Some(t) = self.boot_at {
             at = at.min(t);
         }
-        if let Some(p) = &self.tx_pace {
-            let pending = self.console.len() + self.relay.uart_pending().len();
-            if pending > 0 {
-                at = at.min(now + p.wait_for(pending));
-            }
+        if let Some(p) = &self.tx_pace
+            && !self.tx.is_empty()
+        {
+            at = at.min(now + p.wait_for(self.tx.len()));
         }
         if let Some(p) = &self.rx_pace
-            && !p.full()
+            && self.rx_starved
         {
             at = at.min(now + p.wait_for(crate::pace::FIFO / 4));
         }
@@ -435,7 +475,7 @@ impl Board {
                 g.clear_ready();
                 ready = true;
             }
-            if !self.console.is_empty() || !self.relay.uart_pending().is_empty() {
+            if !self.tx.is_empty() {
                 if let Poll::Ready(Ok(mut g)) = self.uart.poll_write_ready(cx) {
                     g.clear_ready();
                     ready = true;
