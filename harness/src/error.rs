@@ -36,6 +36,8 @@ pub enum HilError {
     Profile(#[from] relay_core::profile::ProfileError),
     #[error("the virtual board did not start: {reason}")]
     VirtualBoard { reason: String },
+    #[error("benchmark failed: {reason}")]
+    Bench { reason: String },
     #[error("virtual board control socket {addr}: {reason}")]
     Control { addr: SocketAddr, reason: String },
 }
@@ -73,6 +75,7 @@ impl HilError {
                 "profiles live in fixtures/boards/; see the README for every key"
             }
             HilError::VirtualBoard { .. } => "run `relay-hil virtual-board -v` to see it start",
+            HilError::Bench { .. } => "a smaller run (--smoke) or -v shows where it stops",
             HilError::Control { .. } => "the virtual board may have exited; see its log above",
         }
     }

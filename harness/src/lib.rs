@@ -5,6 +5,7 @@
 //! [`report::Record`] for each.
 
 pub mod banner;
+pub mod bench;
 pub mod board;
 pub mod error;
 pub mod net;

@@ -78,6 +78,26 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Measure throughput, latency and line rate; optionally beside ser2net, in the same run.
+    ///
+    /// Every measurement is bounded in bytes and in time. Ratios are ours over ser2net's (for
+    /// latency, ser2net's p99 over ours): above 1 means this relay is ahead.
+    Bench {
+        #[command(flatten)]
+        board: BoardArgs,
+
+        /// Also run ser2net (on a socat pseudo-terminal pair) and measure it the same way.
+        #[arg(long)]
+        with_ser2net: bool,
+
+        /// Write the figures as JSON to PATH (`-` for stdout).
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+
+        /// A tiny run that only checks that every measurement works.
+        #[arg(long)]
+        smoke: bool,
+    },
     /// List the scenarios.
     Scenarios,
     /// List serial ports with their USB ids and the profile that fits each.
@@ -178,6 +198,12 @@ async fn dispatch(command: Command) -> ExitCode {
             junit,
             out,
         } => run(board, only, junit, out).await,
+        Command::Bench {
+            board,
+            with_ser2net,
+            json,
+            smoke,
+        } => bench(board, with_ser2net, json, smoke).await,
         Command::Scenarios => {
             for s in scenario::ALL {
                 println!("{:<16} {}", s.name, s.about);
@@ -294,6 +320,96 @@ async fn run(
     } else {
         ExitCode::SUCCESS
     }
+}
+
+async fn bench(
+    args: BoardArgs,
+    with_ser2net: bool,
+    json: Option<PathBuf>,
+    smoke: bool,
+) -> ExitCode {
+    use relay_hil::bench::{self, Ser2net, Sizes};
+    let sizes = if smoke { Sizes::smoke() } else { Sizes::full() };
+    let spinner = spinner("starting".into());
+    let step = |msg: &str| spinner.set_message(msg.to_owned());
+    let result: Result<(bench::Figures, Option<bench::Figures>), HilError> = async {
+        let mut board = args.open().await?;
+        // The line-rate figure needs a paced UART: a second, paced twin, or the chip itself.
+        let mut paced = match board.kind {
+            "virtual" => {
+                let me = std::env::current_exe().map_err(|e| HilError::VirtualBoard {
+                    reason: e.to_string(),
+                })?;
+                let sel = Selection {
+                    profile: Some(board.profile.name.clone()),
+                    ..Selection::default()
+                };
+                let (target, opts) =
+                    sel.resolve((me, vec!["virtual-board".into(), "--pace".into()]))?;
+                Some(Board::open(&target, &opts).await?)
+            }
+            _ => None,
+        };
+        let baud = board.profile.uart.baud;
+        let mut ours =
+            bench::measure(&mut board, paced.as_mut().map(|b| (b, baud)), &sizes, step).await?;
+        if board.kind == "nodemcu" {
+            // A real UART is paced by the wire: one client's throughput is the line-rate share.
+            if let Some(t) = ours.uart_to_clients.first() {
+                let line = f64::from(baud) / 10.0;
+                ours.line_rate = Some(bench::LineRate {
+                    baud,
+                    line_bytes_per_sec: line,
+                    achieved_bytes_per_sec: t.bytes_per_sec,
+                    share: t.bytes_per_sec / line,
+                });
+            }
+        }
+        drop(paced);
+        drop(board);
+        let reference = if with_ser2net {
+            step("starting ser2net");
+            let dir =
+                std::env::temp_dir().join(format!("relay-hil-ser2net-{}", std::process::id()));
+            let s2n = Ser2net::start(&dir, 4).await?;
+            let sel = Selection {
+                serial: Some(s2n.serial.clone()),
+                addr: Some(s2n.addr.to_string()),
+                profile: Some("ser2net".into()),
+                ..Selection::default()
+            };
+            let (target, opts) = sel.resolve((PathBuf::new(), Vec::new()))?;
+            let mut b = Board::open(&target, &opts).await?;
+            let mut f = bench::measure(&mut b, None, &sizes, step).await?;
+            f.board = format!("ser2net {}", s2n.version);
+            Some(f)
+        } else {
+            None
+        };
+        Ok((ours, reference))
+    }
+    .await;
+    spinner.finish_and_clear();
+    let (ours, reference) = match result {
+        Ok(f) => f,
+        Err(e) => return fail(&e),
+    };
+    print!("{}", bench::table(&ours, reference.as_ref()));
+    if let Some(path) = json {
+        let doc = serde_json::json!({ "relay": ours, "reference": reference, "smoke": smoke });
+        let text = serde_json::to_string_pretty(&doc).expect("figures serialise");
+        let written = if path.as_os_str() == "-" {
+            println!("{text}");
+            Ok(())
+        } else {
+            std::fs::write(&path, text + "\n")
+        };
+        if let Err(e) = written {
+            eprintln!("relay-hil: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn boards() -> ExitCode {

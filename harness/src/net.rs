@@ -65,13 +65,16 @@ impl Client {
         })
     }
 
-    /// A second, blocking handle on the same socket: the socket stays open while either is.
-    pub fn duplicate(&self) -> std::io::Result<std::net::TcpStream> {
+    /// A second handle on the same socket: the socket stays open while either is.
+    pub fn duplicate(&self) -> std::io::Result<TcpStream> {
         use std::os::fd::AsFd;
         let fd = self.stream.as_fd().try_clone_to_owned()?;
-        let s = std::net::TcpStream::from(fd);
-        s.set_nonblocking(false)?;
-        Ok(s)
+        TcpStream::from_std(std::net::TcpStream::from(fd))
+    }
+
+    /// Closes with a FIN and waits for the relay to close back, which frees its slot.
+    pub async fn finish(self, deadline: Instant) -> bool {
+        close_and_wait(self.stream, deadline).await
     }
 
     pub async fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
@@ -114,8 +117,27 @@ impl Client {
         }
     }
 
+    /// The underlying socket, for [`close_and_wait`] on a duplicate.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Closes with a RST instead of a FIN (SO_LINGER 0), as a crashed client would.
     pub fn reset(self) {
         let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// Sends our FIN on `stream`, then reads and discards until the relay closes its side (or
+/// resets it): the event that proves the relay let the connection go. False at the deadline.
+pub async fn close_and_wait(mut stream: TcpStream, deadline: Instant) -> bool {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline.into(), stream.read(&mut sink)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use relay_core::Mode;
 
 use crate::board::Board;
-use crate::net::Client;
+use crate::net::{Client, close_and_wait};
 use crate::transcript::{Transcript, show};
 
 /// Ceiling for one expected event: it only fires when something is broken.
@@ -124,7 +124,7 @@ pub struct Ctx<'b> {
     before: Option<BTreeMap<String, u64>>,
     /// A second handle on every client socket the scenario has not closed itself, so that its
     /// end can close them all and wait for the relay to close back.
-    open: Vec<(String, std::net::TcpStream)>,
+    open: Vec<(String, tokio::net::TcpStream)>,
 }
 
 impl Scenario {
@@ -155,26 +155,6 @@ impl Scenario {
             Err(why) => Outcome::Fail(why),
         };
         (outcome, cx.t)
-    }
-}
-
-/// Sends our FIN on `s`, then reads (and discards) until the relay closes its side.
-fn wait_closed(name: &str, s: &std::net::TcpStream) -> Result<(), Failure> {
-    use std::io::{ErrorKind, Read};
-    let _ = s.shutdown(std::net::Shutdown::Write);
-    let _ = s.set_read_timeout(Some(CEILING));
-    let until = Instant::now() + CEILING;
-    let mut sink = [0u8; 4096];
-    loop {
-        match (&*s).read(&mut sink) {
-            Ok(0) => return Ok(()),
-            Ok(_) if Instant::now() < until => {}
-            // A reset from the relay closes the connection too.
-            Err(e) if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Ok(());
-            }
-            _ => return Err(format!("the relay never closed {name} after it left")),
-        }
     }
 }
 
@@ -297,11 +277,12 @@ impl Ctx<'_> {
     async fn close(&mut self, c: Client, note: &str) -> Result<(), Failure> {
         self.forget(&c);
         self.t.note(format!("{} {note}", c.name));
-        let (name, s) = (c.name.clone(), c.duplicate().map_err(|e| e.to_string())?);
-        drop(c);
-        tokio::task::spawn_blocking(move || wait_closed(&name, &s))
-            .await
-            .map_err(|e| e.to_string())?
+        let name = c.name.clone();
+        ensure!(
+            c.finish(deadline()).await,
+            "the relay never closed {name} after it left"
+        );
+        Ok(())
     }
 
     /// Closes `c` with a RST, as a client that crashed does.
@@ -314,12 +295,11 @@ impl Ctx<'_> {
     /// Half-closes every client still open and waits for the relay to close each one back:
     /// the event that proves its slot is free before the next scenario starts.
     async fn close_all(&mut self) -> Result<(), Failure> {
-        let waits: Vec<_> = std::mem::take(&mut self.open)
-            .into_iter()
-            .map(|(name, s)| tokio::task::spawn_blocking(move || wait_closed(&name, &s)))
-            .collect();
-        for w in waits {
-            w.await.map_err(|e| e.to_string())??;
+        for (name, stream) in std::mem::take(&mut self.open) {
+            ensure!(
+                close_and_wait(stream, deadline()).await,
+                "the relay never closed {name} after it left"
+            );
         }
         Ok(())
     }
