@@ -52,34 +52,17 @@ fn missing_port() {
     assert_diagnosis(&out, "serial port /dev/ttyUSB-not-there does not exist");
 }
 
+/// Port 1 on loopback: nothing listens there. An address without a port does not resolve.
 #[rstest]
-fn refused_tcp_connection() {
+#[case::refused(
+    "127.0.0.1:1",
+    "cannot reach the relay at 127.0.0.1:1: connection refused"
+)]
+#[case::unresolvable("no-port-given", "cannot reach the relay at no-port-given")]
+fn unreachable_relay(#[case] addr: &str, #[case] needle: &str) {
     let (_pty, path) = dead_pty();
-    // Port 1 on loopback: nothing listens there.
-    let out = relay_hil(&[
-        "run",
-        "--serial",
-        path.to_str().unwrap(),
-        "--addr",
-        "127.0.0.1:1",
-    ]);
-    assert_diagnosis(
-        &out,
-        "cannot reach the relay at 127.0.0.1:1: connection refused",
-    );
-}
-
-#[rstest]
-fn unresolvable_address() {
-    let (_pty, path) = dead_pty();
-    let out = relay_hil(&[
-        "run",
-        "--serial",
-        path.to_str().unwrap(),
-        "--addr",
-        "no-port-given",
-    ]);
-    assert_diagnosis(&out, "cannot reach the relay at no-port-given");
+    let out = relay_hil(&["run", "--serial", path.to_str().unwrap(), "--addr", addr]);
+    assert_diagnosis(&out, needle);
 }
 
 #[rstest]
