@@ -169,16 +169,16 @@ async fn sync(board: &mut Board, clients: &mut [Client], limit: Duration) -> Res
 pub async fn uart_to_clients(board: &mut Board, n: usize, sizes: &Sizes) -> Result<Throughput> {
     let mut cs = clients(board, n).await?;
     sync(board, &mut cs, sizes.limit).await?;
-    let data = pattern(sizes.uart_bytes);
+    let data: std::sync::Arc<[u8]> = pattern(sizes.uart_bytes).into();
     let start = Instant::now();
     let deadline = start + sizes.limit;
     let readers: Vec<_> = cs
         .into_iter()
         .map(|mut c| {
-            let want = data.clone();
+            let want = std::sync::Arc::clone(&data);
             tokio::spawn(async move {
                 let got = c.bytes(want.len(), deadline).await;
-                let intact = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+                let intact = got.iter().zip(want.iter()).take_while(|(a, b)| a == b).count();
                 (want.len() - intact, Instant::now(), c)
             })
         })

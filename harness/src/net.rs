@@ -117,11 +117,6 @@ impl Client {
         }
     }
 
-    /// The underlying socket, for [`close_and_wait`] on a duplicate.
-    pub fn into_stream(self) -> TcpStream {
-        self.stream
-    }
-
     /// Closes with a RST instead of a FIN (SO_LINGER 0), as a crashed client would.
     pub fn reset(self) {
         let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));

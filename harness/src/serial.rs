@@ -47,8 +47,6 @@ pub fn open_tty(path: &Path, baud: u32) -> Result<TTYPort> {
 pub struct VirtualPort {
     tty: TTYPort,
     control: SocketAddr,
-    dtr: bool,
-    rts: bool,
 }
 
 impl VirtualPort {
@@ -56,8 +54,6 @@ impl VirtualPort {
         Ok(VirtualPort {
             tty: open_tty(path, baud)?,
             control,
-            dtr: false,
-            rts: false,
         })
     }
 
@@ -86,7 +82,7 @@ impl VirtualPort {
         }
     }
 
-    fn line(&mut self, name: &str, level: bool) -> serialport::Result<()> {
+    fn line(&self, name: &str, level: bool) -> serialport::Result<()> {
         Self::command(self.control, &format!("{name} {}", u8::from(level)))
             .map(|_| ())
             .map_err(|e| serialport::Error::new(serialport::ErrorKind::Unknown, e))
@@ -155,14 +151,10 @@ impl SerialPort for VirtualPort {
         self.tty.set_timeout(timeout)
     }
     fn write_request_to_send(&mut self, level: bool) -> serialport::Result<()> {
-        self.line("rts", level)?;
-        self.rts = level;
-        Ok(())
+        self.line("rts", level)
     }
     fn write_data_terminal_ready(&mut self, level: bool) -> serialport::Result<()> {
-        self.line("dtr", level)?;
-        self.dtr = level;
-        Ok(())
+        self.line("dtr", level)
     }
     // A CP2102 on a NodeMCU has no input modem lines wired: they read as inactive.
     fn read_clear_to_send(&mut self) -> serialport::Result<bool> {
@@ -190,8 +182,6 @@ impl SerialPort for VirtualPort {
         Ok(Box::new(VirtualPort {
             tty: self.tty.try_clone_native()?,
             control: self.control,
-            dtr: self.dtr,
-            rts: self.rts,
         }))
     }
     fn set_break(&self) -> serialport::Result<()> {
@@ -307,12 +297,6 @@ impl Serial {
         }
         let n = n.min(self.pending.len());
         Ok(self.pending.drain(..n).collect())
-    }
-
-    /// Everything that arrives until the line has been quiet for `quiet`.
-    pub async fn drain_until_quiet(&mut self, quiet: Duration) -> Result<Vec<u8>> {
-        while self.fill(Instant::now() + quiet).await? {}
-        Ok(std::mem::take(&mut self.pending))
     }
 
     pub async fn write_all(&mut self, mut data: &[u8]) -> Result<()> {

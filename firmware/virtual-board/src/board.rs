@@ -54,7 +54,6 @@ struct Client {
 
 pub struct Board {
     relay: Relay,
-    config: Config,
     identity: Identity,
     uart: AsyncFd<OwnedFd>,
     /// Bytes on their way to the UART: what the firmware prints itself (boot messages, the
@@ -134,7 +133,6 @@ impl Board {
         let relay = Relay::new(config, 0).map_err(io::Error::other)?;
         let mut board = Board {
             relay,
-            config,
             identity,
             // SAFETY: an OwnedFd stays open and names the same file until the AsyncFd drops it.
             uart: unsafe { AsyncFd::register(uart) }?,
@@ -196,8 +194,8 @@ impl Board {
     /// EN high: the ROM samples GPIO0 and boots the firmware or waits in its loader.
     fn release(&mut self) {
         self.boot_at = None;
-        self.relay =
-            Relay::new(self.config, now_ms(self.clock)).expect("config was valid at start");
+        self.relay = Relay::new(*self.relay.config(), now_ms(self.clock))
+            .expect("config was valid at start");
         if self.lines.gpio0_high() && self.blank {
             self.chip = Chip::Blank;
             self.tx.extend(
