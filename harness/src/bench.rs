@@ -178,7 +178,11 @@ pub async fn uart_to_clients(board: &mut Board, n: usize, sizes: &Sizes) -> Resu
             let want = std::sync::Arc::clone(&data);
             tokio::spawn(async move {
                 let got = c.bytes(want.len(), deadline).await;
-                let intact = got.iter().zip(want.iter()).take_while(|(a, b)| a == b).count();
+                let intact = got
+                    .iter()
+                    .zip(want.iter())
+                    .take_while(|(a, b)| a == b)
+                    .count();
                 (want.len() - intact, Instant::now(), c)
             })
         })

@@ -74,6 +74,10 @@ pub struct Board {
     busy: bool,
     /// A paced read took all the wire allowed: more may be waiting on the UART.
     rx_starved: bool,
+    /// The last UART read found nothing: read again only once the UART signals data.
+    rx_idle: bool,
+    /// Set by `ready()` when the UART signals data (it cannot take `&mut self`).
+    uart_readable: std::cell::Cell<bool>,
     lines: Lines,
     chip: Chip,
     boot_at: Option<Instant>,
@@ -150,6 +154,8 @@ impl Board {
             uart_chunk: UART_RX_BUFFER.min(config.txq_size),
             busy: false,
             rx_starved: false,
+            rx_idle: false,
+            uart_readable: std::cell::Cell::new(false),
             lines: Lines::default(),
             chip: Chip::Running,
             boot_at: None,
@@ -157,24 +163,29 @@ impl Board {
         };
         if blank {
             board.chip = Chip::Blank;
-            board.tx.extend(
-                b"\r\n ets Jan  8 2013,rst cause:1, boot mode:(3,6)\r\n\r\nets_main.c \r\n",
-            );
+            board.rom_says(1, "3,6", "ets_main.c \r\n");
         } else {
             board.boot(1);
         }
         Ok(board)
     }
 
-    /// What the ROM and then the firmware print after a reset (cause 1: power-on, 2: EN pin).
+    /// The ROM's reset message (cause 1: power-on, 2: EN pin; boot mode (3,6): flash, (1,7):
+    /// the serial loader), then whatever it prints next.
+    fn rom_says(&mut self, cause: u8, boot_mode: &str, then: &str) {
+        let text = format!(
+            "\r\n ets Jan  8 2013,rst cause:{cause}, boot mode:({boot_mode})\r\n\r\n{then}"
+        );
+        Self::tx_push(&mut self.tx, &mut self.tx_pace, text.as_bytes());
+    }
+
+    /// What the ROM and then the relay firmware print after a reset.
     fn boot(&mut self, cause: u8) {
-        let rom = format!("\r\n ets Jan  8 2013,rst cause:{cause}, boot mode:(3,6)\r\n\r\n");
         let id = &self.identity;
         let banner = self
             .relay
             .banner(&id.ip, &id.build_id, id.port, id.status_port);
-        self.tx.extend(rom.as_bytes());
-        self.tx.extend(banner.as_bytes());
+        self.rom_says(cause, "3,6", &banner);
     }
 
     /// Pulses EN: connections drop as the WiFi stack restarts, the relay starts afresh.
@@ -198,9 +209,7 @@ impl Board {
             .expect("config was valid at start");
         if self.lines.gpio0_high() && self.blank {
             self.chip = Chip::Blank;
-            self.tx.extend(
-                b"\r\n ets Jan  8 2013,rst cause:2, boot mode:(3,6)\r\n\r\nets_main.c \r\n",
-            );
+            self.rom_says(2, "3,6", "ets_main.c \r\n");
             tracing::info!("reset: blank flash, nothing to run");
         } else if self.lines.gpio0_high() {
             self.chip = Chip::Running;
@@ -208,8 +217,7 @@ impl Board {
             tracing::info!("reset: running the relay");
         } else {
             self.chip = Chip::Loader;
-            self.tx
-                .extend(b"\r\n ets Jan  8 2013,rst cause:2, boot mode:(1,7)\r\n\r\n");
+            self.rom_says(2, "1,7", "");
             tracing::info!("reset: ROM serial loader");
         }
     }
@@ -300,6 +308,16 @@ impl Board {
 
     fn read_uart(&mut self) -> bool {
         let now = Instant::now();
+        if self.rx_idle {
+            if !self.uart_readable.replace(false) {
+                return false;
+            }
+            // Data has just arrived: the wire starts carrying it now, with no idle credit.
+            if let Some(p) = self.rx_pace.as_mut() {
+                p.idle(now);
+            }
+            self.rx_idle = false;
+        }
         let budget = self
             .rx_pace
             .as_mut()
@@ -311,9 +329,7 @@ impl Board {
         }
         match nix::unistd::read(self.uart.get_ref(), &mut self.uart_buf[..n]) {
             Ok(0) | Err(nix::errno::Errno::EAGAIN) => {
-                if let Some(p) = self.rx_pace.as_mut() {
-                    p.idle(now);
-                }
+                self.rx_idle = true;
                 false
             }
             Ok(got) => {
@@ -321,6 +337,8 @@ impl Board {
                     p.spend(got);
                     self.rx_starved = got == n;
                 }
+                // Fewer bytes than asked for: the UART is drained, and idle until it signals.
+                self.rx_idle = got < n;
                 // Held in reset, or in the loader (which answers only its own protocol).
                 if self.chip == Chip::Running {
                     self.relay.uart_input(&self.uart_buf[..got]);
@@ -334,6 +352,16 @@ impl Board {
         }
     }
 
+    /// Queues bytes for the UART. An empty stage means an idle wire: it starts carrying now.
+    fn tx_push(tx: &mut VecDeque<u8>, pace: &mut Option<Pacer>, bytes: &[u8]) {
+        if tx.is_empty()
+            && let Some(p) = pace.as_mut()
+        {
+            p.idle(Instant::now());
+        }
+        tx.extend(bytes);
+    }
+
     /// Moves what the core released for the UART into the stage, as far as it has room.
     fn stage(&mut self) -> bool {
         let mut progress = false;
@@ -343,7 +371,7 @@ impl Board {
             if n == 0 {
                 break;
             }
-            self.tx.extend(&chunk[..n]);
+            Self::tx_push(&mut self.tx, &mut self.tx_pace, &chunk[..n]);
             self.relay.uart_consume(n);
             progress = true;
         }
@@ -375,11 +403,6 @@ impl Board {
                     tracing::warn!("uart write: {e}");
                     break;
                 }
-            }
-        }
-        if self.tx.is_empty() {
-            if let Some(p) = self.tx_pace.as_mut() {
-                p.idle(Instant::now());
             }
         }
         progress
@@ -471,6 +494,7 @@ impl Board {
             // Readiness is cleared before the pump drains the fd to EAGAIN, so no edge is lost.
             if let Poll::Ready(Ok(mut g)) = self.uart.poll_read_ready(cx) {
                 g.clear_ready();
+                self.uart_readable.set(true);
                 ready = true;
             }
             if !self.tx.is_empty() {
