@@ -132,15 +132,23 @@ async fn a_board_that_never_prints_a_banner_times_out_in_bounded_time() {
         banner_timeout: Duration::from_secs(1),
         ..opts
     };
+    // A fresh flash file is an erased flash: the ROM finds no image, no relay runs.
+    let flash = std::env::temp_dir().join(format!("relay-hil-erased-{}.bin", std::process::id()));
+    let _ = std::fs::remove_file(&flash);
     let target = Target::Virtual {
         program: BIN.into(),
-        args: vec!["virtual-board".into(), "--blank".into()],
+        args: vec![
+            "virtual-board".into(),
+            "--flash".into(),
+            flash.to_str().unwrap().into(),
+        ],
     };
     let start = Instant::now();
     let err = Board::open(&target, &opts)
         .await
         .err()
-        .expect("a blank board has no banner");
+        .expect("an erased board has no banner");
+    let _ = std::fs::remove_file(&flash);
     assert!(matches!(err, HilError::NoBanner { .. }), "{err}");
     assert!(
         err.to_string().contains("no relay banner on /dev/pts/"),

@@ -81,8 +81,9 @@ pub struct Board {
     lines: Lines,
     chip: Chip,
     boot_at: Option<Instant>,
-    /// The flash holds no firmware.
-    blank: bool,
+    /// The board's flash, when it has one: what boots is the image in it. Without one, the
+    /// relay is built in.
+    flash: Option<std::path::PathBuf>,
 }
 
 /// The USB-serial adapter's modem lines, as the NodeMCU's two-transistor auto-reset circuit
@@ -116,8 +117,9 @@ pub enum Chip {
     Loader,
     /// Booted with GPIO0 high: the relay firmware runs.
     Running,
-    /// Booted with GPIO0 high from a blank flash: the ROM finds no image and nothing runs.
-    Blank,
+    /// Booted with GPIO0 high, but no relay runs: the flash holds no valid image, or an image
+    /// of something else.
+    Halted,
 }
 
 fn now_ms(clock: Instant) -> u32 {
@@ -131,7 +133,7 @@ impl Board {
         identity: Identity,
         uart: OwnedFd,
         pace_baud: Option<u32>,
-        blank: bool,
+        flash: Option<std::path::PathBuf>,
     ) -> io::Result<Board> {
         let clock = Instant::now();
         let relay = Relay::new(config, 0).map_err(io::Error::other)?;
@@ -159,14 +161,9 @@ impl Board {
             lines: Lines::default(),
             chip: Chip::Running,
             boot_at: None,
-            blank,
+            flash,
         };
-        if blank {
-            board.chip = Chip::Blank;
-            board.rom_says(1, "3,6", "ets_main.c \r\n");
-        } else {
-            board.boot(1);
-        }
+        board.boot(1);
         Ok(board)
     }
 
@@ -179,13 +176,45 @@ impl Board {
         Self::tx_push(&mut self.tx, &mut self.tx_pace, text.as_bytes());
     }
 
-    /// What the ROM and then the relay firmware print after a reset.
+    /// Boots from flash (GPIO0 high): the ROM checks the image there and runs it; only an
+    /// image that carries a relay build id runs the relay, which prints its banner.
     fn boot(&mut self, cause: u8) {
-        let id = &self.identity;
-        let banner = self
-            .relay
-            .banner(&id.ip, &id.build_id, id.port, id.status_port);
-        self.rom_says(cause, "3,6", &banner);
+        match self.firmware() {
+            Ok(build_id) => {
+                if let Some(id) = build_id {
+                    self.identity.build_id = id;
+                }
+                self.chip = Chip::Running;
+                let id = &self.identity;
+                let banner = self
+                    .relay
+                    .banner(&id.ip, &id.build_id, id.port, id.status_port);
+                self.rom_says(cause, "3,6", &banner);
+                tracing::info!(build = %self.identity.build_id, "booted: running the relay");
+            }
+            Err(rom) => {
+                self.chip = Chip::Halted;
+                self.rom_says(cause, "3,6", rom);
+                tracing::info!("booted: no relay in flash");
+            }
+        }
+    }
+
+    /// What the flash holds: `Ok` with the build id of a relay image (`None`: the built-in
+    /// relay), or `Err` with what the ROM prints instead of running anything.
+    fn firmware(&self) -> Result<Option<String>, &'static str> {
+        let Some(path) = &self.flash else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(path).map_err(|e| {
+            tracing::warn!("cannot read the flash {}: {e}", path.display());
+            "ets_main.c \r\n"
+        })?;
+        match relay_core::image::parse(&bytes) {
+            Ok(img) => img.build_id().map(Some).ok_or(""),
+            Err(relay_core::image::ImageError::BadChecksum { .. }) => Err("csum err\r\n"),
+            Err(_) => Err("ets_main.c \r\n"),
+        }
     }
 
     /// Pulses EN: connections drop as the WiFi stack restarts, the relay starts afresh.
@@ -207,14 +236,8 @@ impl Board {
         self.boot_at = None;
         self.relay = Relay::new(*self.relay.config(), now_ms(self.clock))
             .expect("config was valid at start");
-        if self.lines.gpio0_high() && self.blank {
-            self.chip = Chip::Blank;
-            self.rom_says(2, "3,6", "ets_main.c \r\n");
-            tracing::info!("reset: blank flash, nothing to run");
-        } else if self.lines.gpio0_high() {
-            self.chip = Chip::Running;
+        if self.lines.gpio0_high() {
             self.boot(2);
-            tracing::info!("reset: running the relay");
         } else {
             self.chip = Chip::Loader;
             self.rom_says(2, "1,7", "");
@@ -242,6 +265,11 @@ impl Board {
 
     pub fn chip(&self) -> Chip {
         self.chip
+    }
+
+    /// The running relay's build id, if a relay runs.
+    pub fn build_id(&self) -> Option<&str> {
+        (self.chip == Chip::Running).then_some(self.identity.build_id.as_str())
     }
 
     pub fn status(&self) -> String {

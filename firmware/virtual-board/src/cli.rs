@@ -49,9 +49,11 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     link: Option<PathBuf>,
 
-    /// Start with a blank flash: the ROM boots and finds nothing, so no relay and no banner.
-    #[arg(long)]
-    blank: bool,
+    /// The board's flash, as a file that outlives the process (a missing file starts as an
+    /// erased 4 MiB flash). At every boot the ROM checks the image in it: only a valid image
+    /// carrying a relay build id runs the relay. Without this option the relay is built in.
+    #[arg(long, value_name = "PATH")]
+    flash: Option<PathBuf>,
 
     /// Build id shown in the banner [default: the digest of the core's sources].
     #[arg(long)]
@@ -105,7 +107,7 @@ where
         status_port: (!cli.no_status).then_some(cli.status_port),
         control_port: cli.control_port,
         link: cli.link,
-        blank: cli.blank,
+        flash: cli.flash,
         parent,
         build_id: cli
             .build_id

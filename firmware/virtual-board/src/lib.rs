@@ -36,7 +36,8 @@ pub struct Ready {
     /// The control socket's address (reset, status).
     pub control: SocketAddr,
     pub profile: String,
-    pub build: String,
+    /// The build id of the relay that booted; `None` when the flash holds no relay.
+    pub build: Option<String>,
     pub baud: u32,
     pub paced: bool,
 }
@@ -52,8 +53,9 @@ pub struct Options {
     pub baud: u32,
     pub link: Option<PathBuf>,
     pub build_id: String,
-    /// Boot from a blank flash: the ROM runs, no relay does.
-    pub blank: bool,
+    /// The board's flash as a file (created erased when missing); without one the relay is
+    /// built in.
+    pub flash: Option<PathBuf>,
     /// The process whose exit stops the board.
     pub parent: nix::unistd::Pid,
 }
@@ -67,6 +69,10 @@ async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
 /// Runs the board until it is told to stop. Returns the reason it stopped.
 pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
     let config = opts.profile.relay;
+    let flash = match &opts.flash {
+        Some(path) => Some(erased_if_missing(path)?),
+        None => None,
+    };
     let pty = pty::Pty::open(opts.link.as_deref()).context("cannot open a pseudo-terminal")?;
     let listener = bind(opts.port, "relay").await?;
     let status = match opts.status_port {
@@ -89,7 +95,7 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
         identity,
         uart,
         opts.pace.then_some(opts.baud),
-        opts.blank,
+        flash,
     )?;
 
     let (ctrl_tx, mut ctrl_rx) = mpsc::channel(16);
@@ -101,7 +107,7 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
         status: status_addr,
         control: control.local_addr()?,
         profile: opts.profile.name.clone(),
-        build: opts.build_id.clone(),
+        build: board.build_id().map(str::to_owned),
         baud: opts.baud,
         paced: opts.pace,
     };
@@ -151,6 +157,17 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
+}
+
+/// The NodeMCU's flash: 4 MiB, erased to 0xFF as it leaves the factory.
+const FLASH_BYTES: usize = 4 << 20;
+
+fn erased_if_missing(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    if !path.exists() {
+        std::fs::write(path, vec![0xff; FLASH_BYTES])
+            .with_context(|| format!("cannot create the flash file {}", path.display()))?;
+    }
+    Ok(path.to_owned())
 }
 
 async fn accept_opt(

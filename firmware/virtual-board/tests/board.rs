@@ -12,7 +12,7 @@ use support::{BIN, CEILING, Vb, client_eof, client_line};
 fn ready_line_and_banner_describe_the_board() {
     let vb = Vb::start(&[]);
     assert_eq!(vb.ready.profile, "nodemcu-v2");
-    assert_eq!(vb.ready.build, relay_core::SOURCE_ID);
+    assert_eq!(vb.ready.build.as_deref(), Some(relay_core::SOURCE_ID));
     assert!(
         vb.ready.serial.starts_with("/dev/pts/"),
         "{:?}",
@@ -411,4 +411,104 @@ fn modem_lines_reset_the_chip_or_enter_the_loader() {
     assert!(buf.is_empty(), "no relay runs in the loader");
     assert_eq!(vb.control("reset"), "ok reset\n");
     assert_eq!(vb.uart_line_starting("relay ready "), vb.banner);
+}
+
+fn flash_path(tag: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("vb-flash-{tag}-{}.bin", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn relay_image(build_id: &str) -> Vec<u8> {
+    use relay_core::image::{build, build_id_record};
+    let code = vec![0x55u8; 300];
+    let rodata = build_id_record(build_id);
+    build(
+        0x4010_0004,
+        4,
+        &[(0x4010_0000, &code), (0x3ffe_8000, &rodata)],
+    )
+}
+
+/// Writes `image` at the start of the flash file, as a flasher would.
+fn write_flash(path: &std::path::Path, image: &[u8]) {
+    let mut flash = std::fs::read(path).unwrap_or_else(|_| vec![0xff; 4 << 20]);
+    flash[..image.len()].copy_from_slice(image);
+    std::fs::write(path, flash).unwrap();
+}
+
+#[rstest]
+fn a_relay_image_in_flash_boots_with_its_build_id() {
+    let path = flash_path("relay");
+    write_flash(&path, &relay_image("feedc0de01"));
+    let vb = Vb::start(&["--flash", path.to_str().unwrap()]);
+    assert!(vb.banner.contains(" build=feedc0de01 "), "{}", vb.banner);
+    assert_eq!(vb.ready.build.as_deref(), Some("feedc0de01"));
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[rstest]
+#[case::erased(None, "ets_main.c")]
+#[case::bad_checksum(Some(300), "csum err")]
+#[case::not_a_relay(Some(usize::MAX), "")]
+fn no_relay_boots_from_a_flash_without_a_good_relay_image(
+    #[case] corrupt: Option<usize>,
+    #[case] rom: &str,
+) {
+    let path = flash_path(&format!("bad{}", rom.len()));
+    match corrupt {
+        None => {}
+        Some(usize::MAX) => write_flash(
+            &path,
+            &relay_core::image::build(0x4010_0004, 4, &[(0x4010_0000, b"not ours")]),
+        ),
+        Some(at) => {
+            let mut img = relay_image("feedc0de01");
+            img[at] ^= 0xff;
+            write_flash(&path, &img);
+        }
+    }
+    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap()]);
+    assert_eq!(vb.ready.build, None, "no relay runs");
+    let line = vb.uart_line_starting(" ets ");
+    assert!(line.contains("boot mode:(3,6)"), "{line}");
+    if !rom.is_empty() {
+        assert_eq!(String::from_utf8_lossy(&vb.uart_line()).trim_end(), "");
+        assert_eq!(String::from_utf8_lossy(&vb.uart_line()).trim_end(), rom);
+    }
+    let mut refused = vb.connect();
+    let mut buf = Vec::new();
+    client_eof(&mut refused, &mut buf);
+    assert!(buf.is_empty(), "no relay answers");
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// The flash is a file: it outlives the process, and the ROM reads it again at every boot.
+#[rstest]
+fn the_flash_outlives_the_process_and_is_read_at_every_boot() {
+    let path = flash_path("persist");
+    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        4 << 20,
+        "an erased 4 MiB flash"
+    );
+    assert_eq!(vb.ready.build, None);
+    write_flash(&path, &relay_image("second01"));
+    assert_eq!(vb.control("reset"), "ok reset\n");
+    assert!(
+        vb.uart_line_starting("relay ready ")
+            .contains(" build=second01 ")
+    );
+    assert!(vb.terminate().success());
+    let again = Vb::start(&["--flash", path.to_str().unwrap()]);
+    assert!(
+        again.banner.contains(" build=second01 "),
+        "{}",
+        again.banner
+    );
+    drop(again);
+    std::fs::remove_file(&path).unwrap();
 }

@@ -85,6 +85,13 @@ pub struct Vb {
 impl Vb {
     /// Starts a board, reads its ready line, opens its serial port and reads the boot banner.
     pub fn start(args: &[&str]) -> Vb {
+        let mut vb = Vb::start_quiet(args);
+        vb.banner = vb.uart_line_starting("relay ready ");
+        vb
+    }
+
+    /// Starts a board and opens its serial port, without expecting a banner.
+    pub fn start_quiet(args: &[&str]) -> Vb {
         let mut child = Command::new(BIN)
             .args(args)
             .stdout(Stdio::piped())
@@ -102,15 +109,13 @@ impl Vb {
         assert_eq!(ready.event, "ready");
         assert_eq!(ready.pid, child.id());
         let serial = open_serial(&ready.serial);
-        let mut vb = Vb {
+        Vb {
             child,
             ready,
             serial,
             uart: Vec::new(),
             banner: String::new(),
-        };
-        vb.banner = vb.uart_line_starting("relay ready ");
-        vb
+        }
     }
 
     pub fn connect(&self) -> TcpStream {
