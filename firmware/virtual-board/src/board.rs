@@ -13,6 +13,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::pace::Pacer;
+use crate::rom::{self, After, Loader};
+
+/// The board's flash file, written block by block as a flasher sends it.
+struct FileFlash<'a>(Option<&'a std::fs::File>);
+
+impl rom::Flash for FileFlash<'_> {
+    fn size(&self) -> usize {
+        self.0
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len() as usize)
+    }
+    fn write(&mut self, at: usize, data: &[u8]) -> bool {
+        use std::os::unix::fs::FileExt;
+        self.0
+            .is_some_and(|f| f.write_all_at(data, at as u64).is_ok())
+    }
+}
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 4096;
@@ -82,8 +99,10 @@ pub struct Board {
     chip: Chip,
     boot_at: Option<Instant>,
     /// The board's flash, when it has one: what boots is the image in it. Without one, the
-    /// relay is built in.
+    /// relay is built in, and the loader has nowhere to write.
     flash: Option<std::path::PathBuf>,
+    flash_file: Option<std::fs::File>,
+    loader: Loader,
 }
 
 /// The USB-serial adapter's modem lines, as the NodeMCU's two-transistor auto-reset circuit
@@ -161,7 +180,12 @@ impl Board {
             lines: Lines::default(),
             chip: Chip::Running,
             boot_at: None,
+            flash_file: match &flash {
+                Some(p) => Some(std::fs::OpenOptions::new().read(true).write(true).open(p)?),
+                None => None,
+            },
             flash,
+            loader: Loader::default(),
         };
         board.boot(1);
         Ok(board)
@@ -240,6 +264,7 @@ impl Board {
             self.boot(2);
         } else {
             self.chip = Chip::Loader;
+            self.loader = Loader::default();
             self.rom_says(2, "1,7", "");
             tracing::info!("reset: ROM serial loader");
         }
@@ -367,9 +392,21 @@ impl Board {
                 }
                 // Fewer bytes than asked for: the UART is drained, and idle until it signals.
                 self.rx_idle = got < n;
-                // Held in reset, or in the loader (which answers only its own protocol).
-                if self.chip == Chip::Running {
-                    self.relay.uart_input(&self.uart_buf[..got]);
+                match self.chip {
+                    Chip::Running => self.relay.uart_input(&self.uart_buf[..got]),
+                    Chip::Loader => {
+                        let mut flash = FileFlash(self.flash_file.as_ref());
+                        let (reply, after) = self.loader.input(&self.uart_buf[..got], &mut flash);
+                        Self::tx_push(&mut self.tx, &mut self.tx_pace, &reply);
+                        if after == After::Run {
+                            // The ROM leaves the loader the way a reset would, booting from flash.
+                            self.relay = Relay::new(*self.relay.config(), now_ms(self.clock))
+                                .expect("config was valid at start");
+                            self.boot(2);
+                        }
+                    }
+                    // Held in reset, or halted: nothing reads the UART.
+                    _ => {}
                 }
                 true
             }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod control;
 pub mod pace;
 pub mod pty;
+pub mod rom;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

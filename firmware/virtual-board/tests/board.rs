@@ -512,3 +512,97 @@ fn the_flash_outlives_the_process_and_is_read_at_every_boot() {
     drop(again);
     std::fs::remove_file(&path).unwrap();
 }
+
+/// esptool, installed by `./hil setup` (or named by ESPTOOL).
+fn esptool() -> std::path::PathBuf {
+    let path = std::env::var_os("ESPTOOL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/tools/esptool-4.8.1/bin/esptool.py")
+        });
+    assert!(
+        path.exists(),
+        "esptool is not at {}: run ./hil setup (or set ESPTOOL)",
+        path.display()
+    );
+    path
+}
+
+/// A flasher that is not ours flashes the board through its ROM loader, and the board then
+/// boots what it wrote.
+#[rstest]
+fn esptool_flashes_the_board_through_the_rom_loader() {
+    let path = flash_path("esptool");
+    let image = relay_image("viaesptool1");
+    let image_file = path.with_extension("img");
+    std::fs::write(&image_file, &image).unwrap();
+    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap()]);
+    // esptool's classic reset into the loader: EN low, then DTR and RTS swap, then GPIO0 free.
+    assert_eq!(
+        vb.control_burst(&["dtr 0", "rts 1", "dtr 1", "rts 0"]),
+        ["ok halted", "ok held", "ok booting", "ok booting"]
+    );
+    assert!(
+        vb.uart_line_starting(" ets ").contains("boot mode:(3,6)"),
+        "the power-on boot"
+    );
+    assert!(
+        vb.uart_line_starting(" ets ").contains("boot mode:(1,7)"),
+        "the loader"
+    );
+    assert_eq!(vb.control("dtr 0"), "ok loader\n");
+    let out = std::process::Command::new(esptool())
+        .args([
+            "--chip",
+            "esp8266",
+            "--port",
+            vb.ready.serial.to_str().unwrap(),
+            "--baud",
+            "115200",
+        ])
+        .args(["--before", "no_reset", "--after", "no_reset", "--no-stub"])
+        .args([
+            "write_flash",
+            "--flash_size",
+            "keep",
+            "0x0",
+            image_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{log}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        log.contains("Chip is ESP8266EX") && log.contains("MAC: 18:fe:34:"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Crystal is 26MHz") && !log.contains("quite different"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "Wrote {} bytes at 0x00000000",
+            image.len().div_ceil(0x400) * 0x400
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        &std::fs::read(&path).unwrap()[..image.len()],
+        &image[..],
+        "the flash holds the image"
+    );
+    assert_eq!(vb.control("reset"), "ok reset\n");
+    assert!(
+        vb.uart_line_starting("relay ready ")
+            .contains(" build=viaesptool1 ")
+    );
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&image_file).unwrap();
+}

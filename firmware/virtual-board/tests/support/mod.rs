@@ -198,6 +198,23 @@ impl Vb {
         String::from_utf8(buf).unwrap()
     }
 
+    /// Sends several control commands over one connection, back to back, as a flasher's
+    /// DTR/RTS calls follow each other; returns each reply's last line.
+    pub fn control_burst(&self, cmds: &[&str]) -> Vec<String> {
+        use std::io::BufRead;
+        let s = TcpStream::connect(self.ready.control).unwrap();
+        s.set_read_timeout(Some(CEILING)).unwrap();
+        let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+        cmds.iter()
+            .map(|c| {
+                (&s).write_all(format!("{c}\n").as_bytes()).unwrap();
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                line.trim_end().to_owned()
+            })
+            .collect()
+    }
+
     pub fn terminate(&mut self) -> ExitStatus {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
