@@ -130,6 +130,8 @@ impl Lines {
 pub enum Chip {
     /// EN is low: nothing runs, the UART is silent.
     Held,
+    /// No power: nothing runs; whatever a flasher had written so far stays in flash.
+    Off,
     /// EN rose less than [`EN_DELAY`] ago: the ROM has not sampled GPIO0 yet.
     Booting,
     /// Booted with GPIO0 low: the ROM serial loader waits for a host.
@@ -243,6 +245,9 @@ impl Board {
 
     /// Pulses EN: connections drop as the WiFi stack restarts, the relay starts afresh.
     pub fn reset(&mut self) {
+        if self.chip == Chip::Off {
+            return; // no power, no reset
+        }
         self.hold();
         self.release();
     }
@@ -270,8 +275,37 @@ impl Board {
         }
     }
 
-    /// Applies new DTR/RTS levels; an EN edge resets the chip.
+    /// Cuts or restores power. Power returning is a power-on reset (cause 1), and the ROM
+    /// checks the flash again: an image cut short mid-flash does not boot.
+    pub fn set_power(&mut self, on: bool) {
+        match (self.chip == Chip::Off, on) {
+            (false, false) => {
+                self.hold();
+                self.chip = Chip::Off;
+                tracing::info!("power cut");
+            }
+            (true, true) => {
+                self.chip = Chip::Held;
+                self.relay = Relay::new(*self.relay.config(), now_ms(self.clock))
+                    .expect("config was valid at start");
+                if self.lines.gpio0_high() {
+                    self.boot(1);
+                } else {
+                    self.chip = Chip::Loader;
+                    self.loader = Loader::default();
+                    self.rom_says(1, "1,7", "");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies new DTR/RTS levels; an EN edge resets the chip (not while it has no power).
     pub fn set_lines(&mut self, lines: Lines) {
+        if self.chip == Chip::Off {
+            self.lines = lines;
+            return;
+        }
         let was_high = self.lines.en_high();
         self.lines = lines;
         match (was_high, lines.en_high()) {

@@ -16,12 +16,14 @@ pub enum Command {
     Dtr(bool),
     /// Set the USB-serial adapter's RTS line (true = asserted).
     Rts(bool),
+    /// Cut (false) or restore (true) the board's power, as a lab bench would.
+    Power(bool),
     /// The status channel's text.
     Status,
     Help,
 }
 
-pub const HELP: &str = "commands: reset, dtr 0|1, rts 0|1, status, help";
+pub const HELP: &str = "commands: reset, dtr 0|1, rts 0|1, power 0|1, status, help";
 
 impl Command {
     pub fn parse(line: &str) -> Result<Command, String> {
@@ -35,6 +37,7 @@ impl Command {
             ["reset"] => Ok(Command::Reset),
             ["dtr", l] => level(l).map(Command::Dtr),
             ["rts", l] => level(l).map(Command::Rts),
+            ["power", l] => level(l).map(Command::Power),
             ["status"] => Ok(Command::Status),
             ["help"] => Ok(Command::Help),
             _ => Err(format!("err unknown command `{}`; {HELP}", line.trim())),

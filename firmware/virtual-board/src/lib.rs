@@ -149,6 +149,10 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
                         board.set_lines(board::Lines { rts, ..board.lines() });
                         format!("ok {:?}", board.chip()).to_lowercase()
                     }
+                    control::Command::Power(on) => {
+                        board.set_power(on);
+                        format!("ok {:?}", board.chip()).to_lowercase()
+                    }
                     control::Command::Status => format!("{}ok", board.status()),
                     control::Command::Help => format!("ok {}", control::HELP),
                 };

@@ -606,3 +606,107 @@ fn esptool_flashes_the_board_through_the_rom_loader() {
     std::fs::remove_file(&path).unwrap();
     std::fs::remove_file(&image_file).unwrap();
 }
+
+/// One ROM-loader request, SLIP-framed, as a flasher sends it.
+fn rom_request(cmd: u8, data: &[u8], checksum: u32) -> Vec<u8> {
+    let mut f = vec![0x00, cmd];
+    f.extend((data.len() as u16).to_le_bytes());
+    f.extend(checksum.to_le_bytes());
+    f.extend_from_slice(data);
+    virtual_board::rom::slip(&f)
+}
+
+/// A power cut in the middle of a flash leaves the flash half-written; the ROM must refuse to
+/// boot it, and the next complete flash must work.
+#[rstest]
+fn a_power_cut_mid_flash_leaves_a_board_that_boots_nothing_until_reflashed() {
+    use virtual_board::rom::{FLASH_BEGIN, FLASH_DATA};
+    let path = flash_path("powercut");
+    // Segments spanning three 0x400 blocks, the build id in the last one.
+    let code = vec![0x55u8; 2500];
+    let rodata = relay_core::image::build_id_record("cut0001");
+    let image = relay_core::image::build(
+        0x4010_0004,
+        4,
+        &[(0x4010_0000, &code), (0x3ffe_8000, &rodata)],
+    );
+    assert!(image.len() > 2 * 0x400);
+    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap()]);
+    vb.control_burst(&["dtr 0", "rts 1", "dtr 1", "rts 0"]);
+    assert!(vb.uart_line_starting(" ets ").contains("boot mode:(3,6)"));
+    assert!(vb.uart_line_starting(" ets ").contains("boot mode:(1,7)"));
+    vb.control("dtr 0");
+    let words = |w: &[u32]| w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    vb.write_uart(&rom_request(FLASH_BEGIN, &words(&[0x1000, 3, 0x400, 0]), 0));
+    let first = &image[..0x400];
+    let sum = first.iter().fold(0xefu8, |s, b| s ^ b);
+    vb.write_uart(&rom_request(
+        FLASH_DATA,
+        &[words(&[0x400, 0, 0, 0]), first.to_vec()].concat(),
+        sum.into(),
+    ));
+    // Both replies (status 0) must be back before the power goes: the block is in flash.
+    let mut replies = Vec::new();
+    assert!(support::read_until(&mut vb.serial, &mut replies, |b| b
+        .iter()
+        .filter(|&&x| x == 0xc0)
+        .count()
+        >= 4));
+    assert_eq!(vb.control("power 0"), "ok off\n");
+    assert_eq!(
+        vb.control("reset"),
+        "ok reset\n",
+        "a reset without power does nothing"
+    );
+    assert_eq!(
+        vb.control("power 1"),
+        "ok halted\n",
+        "half an image does not boot"
+    );
+    assert!(
+        vb.uart_line_starting(" ets ").contains("rst cause:1"),
+        "a power-on reset"
+    );
+    assert_eq!(
+        &std::fs::read(&path).unwrap()[..0x400],
+        first,
+        "the first block survived the cut"
+    );
+
+    // The next flash, complete this time, boots.
+    let image_file = path.with_extension("img");
+    std::fs::write(&image_file, &image).unwrap();
+    vb.control_burst(&["dtr 0", "rts 1", "dtr 1", "rts 0"]);
+    assert!(vb.uart_line_starting(" ets ").contains("boot mode:(1,7)"));
+    vb.control("dtr 0");
+    let out = std::process::Command::new(esptool())
+        .args([
+            "--chip",
+            "esp8266",
+            "--port",
+            vb.ready.serial.to_str().unwrap(),
+        ])
+        .args(["--before", "no_reset", "--after", "no_reset", "--no-stub"])
+        .args([
+            "write_flash",
+            "--flash_size",
+            "keep",
+            "0x0",
+            image_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(vb.control("reset"), "ok reset\n");
+    assert!(
+        vb.uart_line_starting("relay ready ")
+            .contains(" build=cut0001 ")
+    );
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&image_file).unwrap();
+}
