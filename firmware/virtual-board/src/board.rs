@@ -260,19 +260,30 @@ impl Board {
         self.boot_at = None;
     }
 
-    /// EN high: the ROM samples GPIO0 and boots the firmware or waits in its loader.
+    /// EN high: the ROM starts (cause 2, the EN pin).
     fn release(&mut self) {
         self.boot_at = None;
-        self.relay = Relay::new(*self.relay.config(), now_ms(self.clock))
-            .expect("config was valid at start");
+        self.start(2);
+    }
+
+    /// The ROM starts after a reset: it samples GPIO0, then boots from flash or waits in its
+    /// serial loader.
+    fn start(&mut self, cause: u8) {
         if self.lines.gpio0_high() {
-            self.boot(2);
+            self.run_from_flash(cause);
         } else {
             self.chip = Chip::Loader;
             self.loader = Loader::default();
-            self.rom_says(2, "1,7", "");
+            self.rom_says(cause, "1,7", "");
             tracing::info!("reset: ROM serial loader");
         }
+    }
+
+    /// A fresh relay core, and the firmware in flash booted over it.
+    fn run_from_flash(&mut self, cause: u8) {
+        self.relay = Relay::new(*self.relay.config(), now_ms(self.clock))
+            .expect("config was valid at start");
+        self.boot(cause);
     }
 
     /// Cuts or restores power. Power returning is a power-on reset (cause 1), and the ROM
@@ -284,18 +295,7 @@ impl Board {
                 self.chip = Chip::Off;
                 tracing::info!("power cut");
             }
-            (true, true) => {
-                self.chip = Chip::Held;
-                self.relay = Relay::new(*self.relay.config(), now_ms(self.clock))
-                    .expect("config was valid at start");
-                if self.lines.gpio0_high() {
-                    self.boot(1);
-                } else {
-                    self.chip = Chip::Loader;
-                    self.loader = Loader::default();
-                    self.rom_says(1, "1,7", "");
-                }
-            }
+            (true, true) => self.start(1),
             _ => {}
         }
     }
@@ -433,10 +433,8 @@ impl Board {
                         let (reply, after) = self.loader.input(&self.uart_buf[..got], &mut flash);
                         Self::tx_push(&mut self.tx, &mut self.tx_pace, &reply);
                         if after == After::Run {
-                            // The ROM leaves the loader the way a reset would, booting from flash.
-                            self.relay = Relay::new(*self.relay.config(), now_ms(self.clock))
-                                .expect("config was valid at start");
-                            self.boot(2);
+                            // The ROM jumps from its loader to the firmware in flash.
+                            self.run_from_flash(2);
                         }
                     }
                     // Held in reset, or halted: nothing reads the UART.

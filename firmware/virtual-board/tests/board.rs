@@ -529,30 +529,20 @@ fn esptool() -> std::path::PathBuf {
     path
 }
 
-/// A flasher that is not ours flashes the board through its ROM loader, and the board then
-/// boots what it wrote.
-#[rstest]
-fn esptool_flashes_the_board_through_the_rom_loader() {
-    let path = flash_path("esptool");
-    let image = relay_image("viaesptool1");
-    let image_file = path.with_extension("img");
-    std::fs::write(&image_file, &image).unwrap();
-    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap()]);
-    // esptool's classic reset into the loader: EN low, then DTR and RTS swap, then GPIO0 free.
+/// Puts the board in its ROM loader as esptool's classic reset does: EN low, DTR and RTS swap
+/// back to back, then GPIO0 is let go.
+fn enter_loader(vb: &mut Vb) {
     assert_eq!(
         vb.control_burst(&["dtr 0", "rts 1", "dtr 1", "rts 0"]),
         ["ok halted", "ok held", "ok booting", "ok booting"]
     );
-    assert!(
-        vb.uart_line_starting(" ets ").contains("boot mode:(3,6)"),
-        "the power-on boot"
-    );
-    assert!(
-        vb.uart_line_starting(" ets ").contains("boot mode:(1,7)"),
-        "the loader"
-    );
+    while !vb.uart_line_starting(" ets ").contains("boot mode:(1,7)") {}
     assert_eq!(vb.control("dtr 0"), "ok loader\n");
-    let out = std::process::Command::new(esptool())
+}
+
+/// esptool writes `image` at 0 through the ROM loader (no stub, no resets of its own).
+fn esptool_write(vb: &Vb, image: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(esptool())
         .args([
             "--chip",
             "esp8266",
@@ -567,10 +557,23 @@ fn esptool_flashes_the_board_through_the_rom_loader() {
             "--flash_size",
             "keep",
             "0x0",
-            image_file.to_str().unwrap(),
+            image.to_str().unwrap(),
         ])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// A flasher that is not ours flashes the board through its ROM loader, and the board then
+/// boots what it wrote.
+#[rstest]
+fn esptool_flashes_the_board_through_the_rom_loader() {
+    let path = flash_path("esptool");
+    let image = relay_image("viaesptool1");
+    let image_file = path.with_extension("img");
+    std::fs::write(&image_file, &image).unwrap();
+    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap()]);
+    enter_loader(&mut vb);
+    let out = esptool_write(&vb, &image_file);
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -632,10 +635,7 @@ fn a_power_cut_mid_flash_leaves_a_board_that_boots_nothing_until_reflashed() {
     );
     assert!(image.len() > 2 * 0x400);
     let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap()]);
-    vb.control_burst(&["dtr 0", "rts 1", "dtr 1", "rts 0"]);
-    assert!(vb.uart_line_starting(" ets ").contains("boot mode:(3,6)"));
-    assert!(vb.uart_line_starting(" ets ").contains("boot mode:(1,7)"));
-    vb.control("dtr 0");
+    enter_loader(&mut vb);
     let words = |w: &[u32]| w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     vb.write_uart(&rom_request(FLASH_BEGIN, &words(&[0x1000, 3, 0x400, 0]), 0));
     let first = &image[..0x400];
@@ -676,26 +676,8 @@ fn a_power_cut_mid_flash_leaves_a_board_that_boots_nothing_until_reflashed() {
     // The next flash, complete this time, boots.
     let image_file = path.with_extension("img");
     std::fs::write(&image_file, &image).unwrap();
-    vb.control_burst(&["dtr 0", "rts 1", "dtr 1", "rts 0"]);
-    assert!(vb.uart_line_starting(" ets ").contains("boot mode:(1,7)"));
-    vb.control("dtr 0");
-    let out = std::process::Command::new(esptool())
-        .args([
-            "--chip",
-            "esp8266",
-            "--port",
-            vb.ready.serial.to_str().unwrap(),
-        ])
-        .args(["--before", "no_reset", "--after", "no_reset", "--no-stub"])
-        .args([
-            "write_flash",
-            "--flash_size",
-            "keep",
-            "0x0",
-            image_file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    enter_loader(&mut vb);
+    let out = esptool_write(&vb, &image_file);
     assert!(
         out.status.success(),
         "{}",
