@@ -187,7 +187,8 @@ async fn open_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> Re
     let fail = |reason: String| HilError::VirtualBoard { reason };
     let mut child = Command::new(program)
         .args(args)
-        .args(["--profile", &opts.profile.name])
+        .arg("--profile")
+        .arg(&opts.profile.source)
         .stdin(Stdio::null())
         // The board's own progress lines would drown the run's; -v in RUST_LOG brings them back.
         .env(

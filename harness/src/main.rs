@@ -341,7 +341,7 @@ async fn bench(
                     reason: e.to_string(),
                 })?;
                 let sel = Selection {
-                    profile: Some(board.profile.name.clone()),
+                    profile: Some(board.profile.source.display().to_string()),
                     ..Selection::default()
                 };
                 let (target, opts) =

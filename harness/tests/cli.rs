@@ -164,3 +164,32 @@ fn scenarios_and_boards_list_what_they_know() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A profile file from anywhere reaches the virtual board the harness starts, not only the
+/// ones in fixtures/boards.
+#[rstest]
+fn run_with_a_profile_file_outside_the_fixtures() {
+    let dir = temp_dir("own-profile");
+    let profile = dir.join("mine.toml");
+    std::fs::write(&profile, "name = 'mine'\n[relay]\nmax_clients = 3\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--only",
+            "capacity",
+            "--profile",
+            profile.to_str().unwrap(),
+        ])
+        .args(["--out", dir.join("out").to_str().unwrap()])
+        .env_remove("RELAY_HIL_PORT")
+        .env_remove("RELAY_HIL_SERIAL")
+        .output()
+        .unwrap();
+    assert_passed(&out, &["capacity"]);
+    let t = std::fs::read_to_string(dir.join("out/transcripts/capacity.txt")).unwrap();
+    assert!(
+        t.contains("max_clients=3") && t.contains("!relay busy max_clients=3"),
+        "{t}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -28,6 +28,9 @@ pub struct Profile {
     pub net: NetSection,
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// The file this profile was read from: what to hand another process that needs it.
+    #[serde(skip)]
+    pub source: PathBuf,
 }
 
 /// What the board behind a profile can be asked to do. A scenario that needs a capability the
@@ -202,10 +205,11 @@ impl Profile {
 
     /// Parses and validates profile text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
-        let profile: Profile = toml::from_str(text).map_err(|e| ProfileError::Malformed {
+        let mut profile: Profile = toml::from_str(text).map_err(|e| ProfileError::Malformed {
             path: path.to_owned(),
             message: one_line(text, &e),
         })?;
+        profile.source = path.to_owned();
         profile
             .relay
             .check()
