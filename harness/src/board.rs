@@ -80,8 +80,23 @@ pub struct Board {
     pub status: Option<SocketAddr>,
     pub banner: Option<Banner>,
     pub limits: Limits,
-    /// The virtual board's process; killed when the board is dropped.
-    child: Option<Child>,
+    /// The virtual board's process, stopped when the board is dropped.
+    _process: Option<Stopper>,
+}
+
+/// Owns a virtual board's process and asks it to stop (SIGTERM, on which it shuts down
+/// cleanly) when dropped; tokio reaps it afterwards.
+struct Stopper(Child);
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
 }
 
 /// Options that apply to every kind of board.
@@ -156,20 +171,6 @@ impl Board {
     }
 }
 
-impl Drop for Board {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            // SIGTERM lets it clean up; the runtime may be gone, so signal directly.
-            if let Some(pid) = child.id() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-        }
-    }
-}
-
 fn resolve(addr: &str) -> Result<SocketAddr> {
     addr.to_socket_addrs()
         .map_err(|e| HilError::Connect {
@@ -197,10 +198,10 @@ async fn open_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> Re
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| fail(format!("cannot run {}: {e}", program.display())))?;
     let stdout = child.stdout.take().expect("stdout is piped");
+    let mut child = Stopper(child);
     let mut line = String::new();
     let mut stdout = BufReader::new(stdout);
     let read = tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line));
@@ -209,6 +210,7 @@ async fn open_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> Re
         Ok(Err(e)) => return Err(fail(e.to_string())),
         Ok(Ok(0)) => {
             let status = child
+                .0
                 .wait()
                 .await
                 .map(|s| s.to_string())
@@ -229,7 +231,7 @@ async fn open_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> Re
         status: ready.status,
         banner: None,
         limits: Limits::from_profile(&opts.profile),
-        child: Some(child),
+        _process: Some(child),
     };
     board.reset(opts.banner_timeout).await?;
     Ok(board)
@@ -245,7 +247,7 @@ async fn open_real(path: &Path, addr: Option<&str>, opts: &OpenOptions) -> Resul
         status: None,
         banner: None,
         limits: Limits::from_profile(&opts.profile),
-        child: None,
+        _process: None,
     };
     let banner = board.reset(opts.banner_timeout).await?;
     board.tcp = match addr {
@@ -281,7 +283,7 @@ async fn open_endpoint(serial_path: &Path, addr: &str, opts: &OpenOptions) -> Re
         status,
         banner: None,
         limits: Limits::from_profile(p),
-        child: None,
+        _process: None,
     })
 }
 
