@@ -143,15 +143,15 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
                     }
                     control::Command::Dtr(dtr) => {
                         board.set_lines(board::Lines { dtr, ..board.lines() });
-                        format!("ok {:?}", board.chip()).to_lowercase()
+                        chip_reply(&board)
                     }
                     control::Command::Rts(rts) => {
                         board.set_lines(board::Lines { rts, ..board.lines() });
-                        format!("ok {:?}", board.chip()).to_lowercase()
+                        chip_reply(&board)
                     }
                     control::Command::Power(on) => {
                         board.set_power(on);
-                        format!("ok {:?}", board.chip()).to_lowercase()
+                        chip_reply(&board)
                     }
                     control::Command::Status => format!("{}ok", board.status()),
                     control::Command::Help => format!("ok {}", control::HELP),
@@ -162,6 +162,11 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
+}
+
+/// A modem-line or power change is answered with the chip's state: `ok held`, `ok loader`...
+fn chip_reply(board: &Board) -> String {
+    format!("ok {:?}", board.chip()).to_lowercase()
 }
 
 /// The NodeMCU's flash: 4 MiB, erased to 0xFF as it leaves the factory.
