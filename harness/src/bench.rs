@@ -86,6 +86,19 @@ pub struct LineRate {
     pub share: f64,
 }
 
+impl LineRate {
+    /// What `achieved` bytes per second are of an 8N1 line at `baud`.
+    pub fn new(baud: u32, achieved: f64) -> LineRate {
+        let line = f64::from(baud) / 10.0;
+        LineRate {
+            baud,
+            line_bytes_per_sec: line,
+            achieved_bytes_per_sec: achieved,
+            share: achieved / line,
+        }
+    }
+}
+
 /// Every figure for one board.
 #[derive(Clone, Debug, Serialize)]
 pub struct Figures {
@@ -334,12 +347,7 @@ pub async fn line_rate(board: &mut Board, baud: u32, sizes: &Sizes) -> Result<Li
     if t.lost > 0 {
         return Err(fail("line rate", format!("{} bytes lost", t.lost)));
     }
-    Ok(LineRate {
-        baud,
-        line_bytes_per_sec: line,
-        achieved_bytes_per_sec: t.bytes_per_sec,
-        share: t.bytes_per_sec / line,
-    })
+    Ok(LineRate::new(baud, t.bytes_per_sec))
 }
 
 /// Every figure for `board`; `paced` is a second board with a paced UART, when there is one.

@@ -356,13 +356,7 @@ async fn bench(
         if board.kind == "nodemcu" {
             // A real UART is paced by the wire: one client's throughput is the line-rate share.
             if let Some(t) = ours.uart_to_clients.first() {
-                let line = f64::from(baud) / 10.0;
-                ours.line_rate = Some(bench::LineRate {
-                    baud,
-                    line_bytes_per_sec: line,
-                    achieved_bytes_per_sec: t.bytes_per_sec,
-                    share: t.bytes_per_sec / line,
-                });
+                ours.line_rate = Some(bench::LineRate::new(baud, t.bytes_per_sec));
             }
         }
         drop(paced);
