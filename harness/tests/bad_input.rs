@@ -2,7 +2,7 @@
 //! within a bounded time. Never a hang, never a panic.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use relay_hil::board::{Board, OpenOptions, Target};
@@ -10,18 +10,9 @@ use relay_hil::error::HilError;
 use relay_hil::select::Selection;
 use rstest::rstest;
 
-const BIN: &str = env!("CARGO_BIN_EXE_relay-hil");
+mod common;
 
-fn relay_hil(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("RELAY_HIL_PORT")
-        .env_remove("RELAY_HIL_SERIAL")
-        .env_remove("RELAY_HIL_ADDR")
-        .env_remove("RELAY_HIL_PROFILE")
-        .output()
-        .expect("relay-hil runs")
-}
+use common::{BIN, relay_hil};
 
 /// Exit 2, no panic, and a first line naming the problem followed by a hint.
 fn assert_diagnosis(out: &Output, needle: &str) {

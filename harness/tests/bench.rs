@@ -1,25 +1,22 @@
 //! The benchmark works, beside ser2net too. A smoke run: it checks that every measurement
 //! completes and that the relay loses nothing, never how fast anything is.
 
-use std::process::Command;
+mod common;
+
+use common::relay_hil;
 
 use rstest::rstest;
 
 #[rstest]
 fn bench_smoke_beside_ser2net() {
     let json = std::env::temp_dir().join(format!("relay-hil-bench-{}.json", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_relay-hil"))
-        .args([
-            "bench",
-            "--smoke",
-            "--with-ser2net",
-            "--json",
-            json.to_str().unwrap(),
-        ])
-        .env_remove("RELAY_HIL_PORT")
-        .env_remove("RELAY_HIL_SERIAL")
-        .output()
-        .unwrap();
+    let out = relay_hil(&[
+        "bench",
+        "--smoke",
+        "--with-ser2net",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

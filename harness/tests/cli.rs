@@ -5,7 +5,9 @@ use std::process::{Command, Stdio};
 
 use rstest::rstest;
 
-const BIN: &str = env!("CARGO_BIN_EXE_relay-hil");
+mod common;
+
+use common::{BIN, relay_hil};
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("relay-hil-{tag}-{}", std::process::id()));
@@ -39,18 +41,13 @@ fn row<'a>(table: &'a str, scenario: &str) -> &'a str {
 fn run_with_no_options_runs_everything_on_the_virtual_board() {
     let out_dir = temp_dir("run");
     let junit = out_dir.join("extra-junit.xml");
-    let out = Command::new(BIN)
-        .args([
-            "run",
-            "--out",
-            out_dir.to_str().unwrap(),
-            "--junit",
-            junit.to_str().unwrap(),
-        ])
-        .env_remove("RELAY_HIL_PORT")
-        .env_remove("RELAY_HIL_SERIAL")
-        .output()
-        .unwrap();
+    let out = relay_hil(&[
+        "run",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
     let all = [
         "echo",
         "ordering",
@@ -106,22 +103,17 @@ fn run_against_a_relay_named_by_hand() {
          [capabilities]\nreset = false\nstatus = false\nstall_close = false\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "run",
-            "--serial",
-            ready["serial"].as_str().unwrap(),
-            "--addr",
-            ready["tcp"].as_str().unwrap(),
-        ])
-        .args([
-            "--profile",
-            profile.to_str().unwrap(),
-            "--out",
-            dir.join("out").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = relay_hil(&[
+        "run",
+        "--serial",
+        ready["serial"].as_str().unwrap(),
+        "--addr",
+        ready["tcp"].as_str().unwrap(),
+        "--profile",
+        profile.to_str().unwrap(),
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
     let _ = relay.kill();
     let _ = relay.wait();
     let allowed = [
@@ -149,7 +141,7 @@ fn run_against_a_relay_named_by_hand() {
 
 #[rstest]
 fn scenarios_and_boards_list_what_they_know() {
-    let out = Command::new(BIN).arg("scenarios").output().unwrap();
+    let out = relay_hil(&["scenarios"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert_eq!(
@@ -157,7 +149,7 @@ fn scenarios_and_boards_list_what_they_know() {
         relay_hil::scenario::ALL.len(),
         "{text}"
     );
-    let out = Command::new(BIN).arg("boards").output().unwrap();
+    let out = relay_hil(&["boards"]);
     assert!(
         out.status.success(),
         "{}",
@@ -172,19 +164,15 @@ fn run_with_a_profile_file_outside_the_fixtures() {
     let dir = temp_dir("own-profile");
     let profile = dir.join("mine.toml");
     std::fs::write(&profile, "name = 'mine'\n[relay]\nmax_clients = 3\n").unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "run",
-            "--only",
-            "capacity",
-            "--profile",
-            profile.to_str().unwrap(),
-        ])
-        .args(["--out", dir.join("out").to_str().unwrap()])
-        .env_remove("RELAY_HIL_PORT")
-        .env_remove("RELAY_HIL_SERIAL")
-        .output()
-        .unwrap();
+    let out = relay_hil(&[
+        "run",
+        "--only",
+        "capacity",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
     assert_passed(&out, &["capacity"]);
     let t = std::fs::read_to_string(dir.join("out/transcripts/capacity.txt")).unwrap();
     assert!(
