@@ -171,6 +171,12 @@ fn deadline() -> Instant {
     Instant::now() + CEILING
 }
 
+/// How far counter `key` moved between two status readings.
+fn delta(before: &BTreeMap<String, u64>, now: &BTreeMap<String, u64>, key: &str) -> i64 {
+    let at = |c: &BTreeMap<String, u64>| c.get(key).copied().unwrap_or(0) as i64;
+    at(now) - at(before)
+}
+
 /// The global counters of a status text.
 fn counters(status: &str) -> BTreeMap<String, u64> {
     let first = status.lines().next().unwrap_or_default();
@@ -226,28 +232,24 @@ impl Ctx<'_> {
         let now = self.status_counters().await?;
         let moved: Vec<String> = keys
             .iter()
-            .map(|k| {
-                let d = now.get(*k).copied().unwrap_or(0) as i64
-                    - before.get(*k).copied().unwrap_or(0) as i64;
-                format!("{k} {d:+}")
-            })
+            .map(|k| format!("{k} {:+}", delta(&before, &now, k)))
             .collect();
         self.t.note(format!("counters: {}", moved.join(", ")));
         Ok(())
     }
 
     /// Polls the status channel until `key` has moved by `delta` since the scenario began.
-    async fn wait_counter(&mut self, key: &str, delta: u64) -> Result<(), Failure> {
+    async fn wait_counter(&mut self, key: &str, by: u64) -> Result<(), Failure> {
         let Some(before) = self.before.clone() else {
             return Ok(());
         };
         let until = deadline();
         loop {
             let now = self.status_counters().await?;
-            if now.get(key).copied().unwrap_or(0) >= before.get(key).copied().unwrap_or(0) + delta {
+            if delta(&before, &now, key) >= by as i64 {
                 return Ok(());
             }
-            ensure!(Instant::now() < until, "{key} never went up by {delta}");
+            ensure!(Instant::now() < until, "{key} never went up by {by}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -648,7 +650,7 @@ async fn slow_reader(cx: &mut Ctx<'_>) -> Result<(), Failure> {
             chunk.len()
         );
         let stalled = match cx.before.clone() {
-            Some(b) => cx.status_counters().await?.get("stalls") > b.get("stalls"),
+            Some(b) => delta(&b, &cx.status_counters().await?, "stalls") > 0,
             // Without a status channel: enough to fill any queue, then wait out the timeout.
             None => sent >= 256 << 10,
         };
@@ -672,11 +674,13 @@ async fn slow_reader(cx: &mut Ctx<'_>) -> Result<(), Failure> {
         "c1 got bytes that were never sent"
     );
     cx.t.note("c1 closed by the relay, having missed bytes");
-    let before = cx.before.clone();
-    if let Some(b) = before {
+    if let Some(b) = cx.before.clone() {
         let now = cx.status_counters().await?;
-        let dropped = now.get("drops") > b.get("drops");
-        cx.t.note(format!("counters: stalls +1, drops went up: {dropped}"));
+        let (stalls, dropped) = (delta(&b, &now, "stalls"), delta(&b, &now, "drops") > 0);
+        cx.t.note(format!(
+            "counters: stalls {stalls:+}, drops went up: {dropped}"
+        ));
+        ensure!(stalls == 1, "{stalls} stalls counted, not 1");
         ensure!(dropped, "no drops were counted");
     }
     Ok(())
