@@ -7,6 +7,7 @@
 
 pub mod image;
 pub mod profile;
+pub mod provision;
 
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::fmt;
@@ -317,7 +318,7 @@ fn slot_arg(slot: Slot) -> c_int {
     c_int::try_from(slot).unwrap_or(c_int::MAX)
 }
 
-fn format_text(f: impl Fn(*mut c_char, usize) -> usize) -> String {
+pub(crate) fn format_text(f: impl Fn(*mut c_char, usize) -> usize) -> String {
     let mut buf = vec![0u8; 512];
     loop {
         let n = f(buf.as_mut_ptr().cast(), buf.len());
