@@ -7,6 +7,7 @@ use std::os::fd::OwnedFd;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use relay_core::provision::{self, Provisioner, Wifi};
 use relay_core::{Config, Relay};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +31,9 @@ impl rom::Flash for FileFlash<'_> {
             .is_some_and(|f| f.write_all_at(data, at as u64).is_ok())
     }
 }
+
+/// The network a board without a flash file has already joined: the loopback accepts any.
+pub const BUILT_IN_SSID: &str = "virtual";
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 4096;
@@ -103,6 +107,11 @@ pub struct Board {
     flash: Option<std::path::PathBuf>,
     flash_file: Option<std::fs::File>,
     loader: Loader,
+    /// Credentials of a board without a flash file (with one, they live in its EEPROM sector).
+    wifi: Option<Wifi>,
+    provisioner: Provisioner,
+    /// While provisioning: when the firmware stops listening (`None`: once it has credentials).
+    listen_until: Option<Instant>,
 }
 
 /// The USB-serial adapter's modem lines, as the NodeMCU's two-transistor auto-reset circuit
@@ -136,6 +145,8 @@ pub enum Chip {
     Booting,
     /// Booted with GPIO0 low: the ROM serial loader waits for a host.
     Loader,
+    /// The firmware printed its boot line and listens for WiFi credentials on the UART.
+    Provisioning,
     /// Booted with GPIO0 high: the relay firmware runs.
     Running,
     /// Booted with GPIO0 high, but no relay runs: the flash holds no valid image, or an image
@@ -188,6 +199,9 @@ impl Board {
             },
             flash,
             loader: Loader::default(),
+            wifi: Some(Wifi::new(BUILT_IN_SSID, "").expect("a valid open network")),
+            provisioner: Provisioner::default(),
+            listen_until: None,
         };
         board.boot(1);
         Ok(board)
@@ -203,25 +217,93 @@ impl Board {
     }
 
     /// Boots from flash (GPIO0 high): the ROM checks the image there and runs it; only an
-    /// image that carries a relay build id runs the relay, which prints its banner.
+    /// image that carries a relay build id runs the relay firmware, which first prints its
+    /// boot line and listens for WiFi credentials.
     fn boot(&mut self, cause: u8) {
         match self.firmware() {
             Ok(build_id) => {
                 if let Some(id) = build_id {
                     self.identity.build_id = id;
                 }
-                self.chip = Chip::Running;
-                let id = &self.identity;
-                let banner = self
-                    .relay
-                    .banner(&id.ip, &id.build_id, id.port, id.status_port);
-                self.rom_says(cause, "3,6", &banner);
-                tracing::info!(build = %self.identity.build_id, "booted: running the relay");
+                let stored = self.stored_wifi();
+                let line = provision::boot_line(stored.as_ref(), &self.identity.build_id);
+                self.rom_says(cause, "3,6", &line);
+                self.chip = Chip::Provisioning;
+                self.provisioner = Provisioner::default();
+                self.listen_until = stored.map(|_| {
+                    Instant::now() + Duration::from_millis(u64::from(provision::LISTEN_MS))
+                });
+                tracing::info!(build = %self.identity.build_id, "booted: listening for credentials");
             }
             Err(rom) => {
                 self.chip = Chip::Halted;
                 self.rom_says(cause, "3,6", rom);
                 tracing::info!("booted: no relay in flash");
+            }
+        }
+    }
+
+    /// The network is joined (on loopback, at once): the relay starts and prints its banner.
+    fn start_relay(&mut self) {
+        self.listen_until = None;
+        self.chip = Chip::Running;
+        let id = &self.identity;
+        let banner = self
+            .relay
+            .banner(&id.ip, &id.build_id, id.port, id.status_port);
+        Self::tx_push(&mut self.tx, &mut self.tx_pace, banner.as_bytes());
+        tracing::info!(build = %self.identity.build_id, "running the relay");
+    }
+
+    /// The credentials in the EEPROM sector of the flash file, or the built-in ones.
+    fn stored_wifi(&self) -> Option<Wifi> {
+        use std::os::unix::fs::FileExt;
+        let Some(f) = &self.flash_file else {
+            return self.wifi.clone();
+        };
+        let at = f
+            .metadata()
+            .ok()?
+            .len()
+            .checked_sub(provision::RECORD_FROM_END as u64)?;
+        let mut rec = [0u8; provision::RECORD_SIZE];
+        f.read_exact_at(&mut rec, at).ok()?;
+        Wifi::from_record(&rec)
+    }
+
+    fn store_wifi(&mut self, wifi: &Wifi) {
+        use std::os::unix::fs::FileExt;
+        let Some(f) = &self.flash_file else {
+            self.wifi = Some(wifi.clone());
+            return;
+        };
+        let written = f.metadata().ok().and_then(|m| {
+            let at = m.len().checked_sub(provision::RECORD_FROM_END as u64)?;
+            f.write_all_at(&wifi.record(), at).ok()
+        });
+        if written.is_none() {
+            tracing::warn!("cannot store the credentials in the flash file");
+        }
+    }
+
+    /// UART bytes while the firmware listens for credentials; the rest go to the relay once
+    /// it runs.
+    fn provision_input(&mut self, bytes: &[u8]) {
+        for (i, &b) in bytes.iter().enumerate() {
+            let Some(outcome) = self.provisioner.input(b) else {
+                continue;
+            };
+            let reply = provision::reply_line(&outcome);
+            Self::tx_push(&mut self.tx, &mut self.tx_pace, reply.as_bytes());
+            match outcome {
+                Ok(wifi) => {
+                    tracing::info!(?wifi, "provisioned");
+                    self.store_wifi(&wifi);
+                    self.start_relay();
+                    self.relay.uart_input(&bytes[i + 1..]);
+                    return;
+                }
+                Err(e) => tracing::info!("provisioning refused: {e}"),
             }
         }
     }
@@ -258,6 +340,7 @@ impl Board {
         self.tx.clear();
         self.chip = Chip::Held;
         self.boot_at = None;
+        self.listen_until = None;
     }
 
     /// EN high: the ROM starts (cause 2, the EN pin).
@@ -328,7 +411,8 @@ impl Board {
 
     /// The running relay's build id, if a relay runs.
     pub fn build_id(&self) -> Option<&str> {
-        (self.chip == Chip::Running).then_some(self.identity.build_id.as_str())
+        matches!(self.chip, Chip::Provisioning | Chip::Running)
+            .then_some(self.identity.build_id.as_str())
     }
 
     pub fn status(&self) -> String {
@@ -367,6 +451,10 @@ impl Board {
     pub fn pump(&mut self) {
         if self.boot_at.is_some_and(|t| Instant::now() >= t) {
             self.release();
+        }
+        if self.chip == Chip::Provisioning && self.listen_until.is_some_and(|t| Instant::now() >= t)
+        {
+            self.start_relay();
         }
         self.relay.tick(now_ms(self.clock));
         for _ in 0..PASSES {
@@ -428,6 +516,10 @@ impl Board {
                 self.rx_idle = got < n;
                 match self.chip {
                     Chip::Running => self.relay.uart_input(&self.uart_buf[..got]),
+                    Chip::Provisioning => {
+                        let bytes = self.uart_buf[..got].to_vec();
+                        self.provision_input(&bytes);
+                    }
                     Chip::Loader => {
                         let mut flash = FileFlash(self.flash_file.as_ref());
                         let (reply, after) = self.loader.input(&self.uart_buf[..got], &mut flash);
@@ -568,7 +660,7 @@ impl Board {
             return now;
         }
         let mut at = now + TICK;
-        if let Some(t) = self.boot_at {
+        for t in [self.boot_at, self.listen_until].into_iter().flatten() {
             at = at.min(t);
         }
         if let Some(p) = &self.tx_pace

@@ -51,7 +51,14 @@ pub trait Flash {
     fn size(&self) -> usize;
     /// Writes `data` at `at`; false if it could not.
     fn write(&mut self, at: usize, data: &[u8]) -> bool;
+    /// Sets `len` bytes from `at` to 0xFF, as a sector erase does.
+    fn erase(&mut self, at: usize, len: usize) -> bool {
+        self.write(at, &vec![0xff; len])
+    }
 }
+
+/// The SPI flash's erase unit.
+const SECTOR: usize = 0x1000;
 
 impl Flash for Vec<u8> {
     fn size(&self) -> usize {
@@ -206,7 +213,16 @@ impl Loader {
             FLASH_BEGIN => match (word(data, 0), word(data, 1), word(data, 2), word(data, 3)) {
                 (Some(_erase), Some(blocks), Some(block), Some(offset)) => {
                     let (offset, block) = (offset as usize, block as usize);
-                    if offset.saturating_add(blocks as usize * block) > flash.size() {
+                    let end = offset.saturating_add(blocks as usize * block);
+                    if end > flash.size() {
+                        return err(E_FAILED);
+                    }
+                    // The ROM erases the sectors the blocks will land in before any arrives
+                    // (flashers size the request around its erase-size quirk to get exactly
+                    // these), so a cut mid-flash leaves erased flash behind the last block.
+                    let first = offset / SECTOR * SECTOR;
+                    let last = end.div_ceil(SECTOR) * SECTOR;
+                    if end > offset && !flash.erase(first, last.min(flash.size()) - first) {
                         return err(E_FAILED);
                     }
                     self.flash = Some((offset, block, 0));

@@ -434,6 +434,12 @@ fn relay_image(build_id: &str) -> Vec<u8> {
 fn write_flash(path: &std::path::Path, image: &[u8]) {
     let mut flash = std::fs::read(path).unwrap_or_else(|_| vec![0xff; 4 << 20]);
     flash[..image.len()].copy_from_slice(image);
+    // Provisioned, as a board that has joined a network before.
+    let rec = relay_core::provision::Wifi::new("lab", "")
+        .unwrap()
+        .record();
+    let at = flash.len() - relay_core::provision::RECORD_FROM_END;
+    flash[at..at + rec.len()].copy_from_slice(&rec);
     std::fs::write(path, flash).unwrap();
 }
 
@@ -601,6 +607,7 @@ fn esptool_flashes_the_board_through_the_rom_loader() {
         "the flash holds the image"
     );
     assert_eq!(vb.control("reset"), "ok reset\n");
+    assert!(vb.provision("lab", "").starts_with("relay provision ok "));
     assert!(
         vb.uart_line_starting("relay ready ")
             .contains(" build=viaesptool1 ")
@@ -684,6 +691,7 @@ fn a_power_cut_mid_flash_leaves_a_board_that_boots_nothing_until_reflashed() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(vb.control("reset"), "ok reset\n");
+    assert!(vb.provision("lab", "").starts_with("relay provision ok "));
     assert!(
         vb.uart_line_starting("relay ready ")
             .contains(" build=cut0001 ")
@@ -691,4 +699,54 @@ fn a_power_cut_mid_flash_leaves_a_board_that_boots_nothing_until_reflashed() {
     drop(vb);
     std::fs::remove_file(&path).unwrap();
     std::fs::remove_file(&image_file).unwrap();
+}
+
+/// A board with a relay image but no credentials waits for them on the UART, refuses bad ones
+/// with a reason, keeps good ones in its flash's EEPROM sector, and starts the relay.
+#[rstest]
+fn an_unprovisioned_board_waits_for_credentials_and_keeps_them_in_flash() {
+    use relay_core::provision::{RECORD_FROM_END, RECORD_SIZE, Wifi};
+    let path = flash_path("provision");
+    let image = relay_image("prov0001");
+    let mut flash = vec![0xffu8; 4 << 20];
+    flash[..image.len()].copy_from_slice(&image);
+    std::fs::write(&path, &flash).unwrap();
+    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap()]);
+    let boot = vb.uart_line_starting("relay boot ");
+    assert_eq!(
+        boot,
+        "relay boot version=0.1.0 build=prov0001 wifi=none listen_ms=0"
+    );
+    vb.write_uart(b"relay provision ssid=6c6162 psk=2a\r\n");
+    let refused = vb.uart_line_starting("relay provision ");
+    assert!(
+        refused.starts_with("relay provision error the password must be"),
+        "{refused}"
+    );
+    let wifi = Wifi::new("lab net", "correct horse").unwrap();
+    vb.write_uart(wifi.request().as_bytes());
+    assert_eq!(
+        vb.uart_line_starting("relay provision "),
+        format!("relay provision ok wifi={}", wifi.digest())
+    );
+    assert!(
+        vb.uart_line_starting("relay ready ")
+            .contains(" build=prov0001 ")
+    );
+    let at = (4 << 20) - RECORD_FROM_END;
+    let stored = std::fs::read(&path).unwrap()[at..at + RECORD_SIZE].to_vec();
+    assert_eq!(Wifi::from_record(&stored), Some(wifi.clone()));
+
+    // Provisioned now: the next boot names the credentials and starts without being asked.
+    assert_eq!(vb.control("reset"), "ok reset\n");
+    assert!(
+        vb.uart_line_starting("relay boot ")
+            .contains(&format!(" wifi={} listen_ms=250", wifi.digest()))
+    );
+    assert!(
+        vb.uart_line_starting("relay ready ")
+            .contains(" build=prov0001 ")
+    );
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
 }

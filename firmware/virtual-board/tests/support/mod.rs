@@ -144,6 +144,15 @@ impl Vb {
         }
     }
 
+    /// Answers the firmware's boot line with credentials; returns its reply line.
+    pub fn provision(&mut self, ssid: &str, psk: &str) -> String {
+        let boot = self.uart_line_starting("relay boot ");
+        assert!(boot.contains(" wifi=none listen_ms=0"), "{boot}");
+        let wifi = relay_core::provision::Wifi::new(ssid, psk).unwrap();
+        self.write_uart(wifi.request().as_bytes());
+        self.uart_line_starting("relay provision ")
+    }
+
     pub fn write_uart(&mut self, data: &[u8]) {
         self.serial
             .write_all(data)
