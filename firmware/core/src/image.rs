@@ -145,18 +145,58 @@ pub fn parse(bytes: &[u8]) -> Result<Image<'_>, ImageError> {
 impl Image<'_> {
     /// Refuses an image that does not fit a flash of `flash` bytes.
     pub fn fits(&self, flash: usize) -> Result<(), ImageError> {
-        if self.len > flash {
-            return Err(ImageError::TooBig {
-                len: self.len,
-                flash,
-            });
-        }
-        Ok(())
+        fits(self.len, flash)
     }
 
     /// The relay build id carried in any segment, if this is a relay image.
     pub fn build_id(&self) -> Option<String> {
         self.segments.iter().find_map(|s| find_build_id(s.data))
+    }
+}
+
+fn fits(len: usize, flash: usize) -> Result<(), ImageError> {
+    if len > flash {
+        return Err(ImageError::TooBig { len, flash });
+    }
+    Ok(())
+}
+
+/// A firmware file: the image the ROM boots at 0x0 and, in the ESP8266 Arduino core's layout,
+/// the application image that its bootloader (eboot) boots at the next 4 KiB boundary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Firmware<'a> {
+    pub images: Vec<Image<'a>>,
+    /// Bytes the firmware takes, up to the end of its last image.
+    pub len: usize,
+}
+
+/// Where the Arduino core's bootloader looks for the application.
+pub const APP_ALIGN: usize = 0x1000;
+
+/// Reads and verifies every image in a firmware file (or a flash dump).
+pub fn parse_firmware(bytes: &[u8]) -> Result<Firmware<'_>, ImageError> {
+    let boot = parse(bytes)?;
+    let mut len = boot.len;
+    let mut images = vec![boot];
+    let app_at = len.next_multiple_of(APP_ALIGN);
+    if bytes.get(app_at) == Some(&MAGIC) && bytes[len..app_at].iter().all(|&b| b == 0xff || b == 0)
+    {
+        let app = parse(&bytes[app_at..])?;
+        len = app_at + app.len;
+        images.push(app);
+    }
+    Ok(Firmware { images, len })
+}
+
+impl Firmware<'_> {
+    /// The relay build id carried in any of its images.
+    pub fn build_id(&self) -> Option<String> {
+        self.images.iter().find_map(Image::build_id)
+    }
+
+    /// Refuses firmware that does not fit a flash of `flash` bytes.
+    pub fn fits(&self, flash: usize) -> Result<(), ImageError> {
+        fits(self.len, flash)
     }
 }
 

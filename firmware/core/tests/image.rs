@@ -106,3 +106,49 @@ fn an_unterminated_build_id_is_not_one() {
     rec.pop();
     assert_eq!(image::find_build_id(&rec), None);
 }
+
+/// The ESP8266 Arduino core's firmware.bin: its bootloader's image at 0x0, the application's
+/// at 0x1000, and the relay's build id in the application.
+fn arduino_layout(app_id: &str) -> Vec<u8> {
+    let eboot = image::build(0x4010_f000, 4, &[(0x4010_f000, &[0x11; 900])]);
+    let rodata = image::build_id_record(app_id);
+    let app = image::build(
+        0x4010_0004,
+        4,
+        &[(0x4020_1010, &[0x22; 3000]), (0x3ffe_8000, &rodata)],
+    );
+    let mut bin = eboot;
+    bin.resize(image::APP_ALIGN, 0xff);
+    bin.extend(app);
+    bin
+}
+
+#[test]
+fn firmware_finds_the_build_id_in_the_application_behind_the_bootloader() {
+    let bin = arduino_layout("app0001");
+    assert_eq!(
+        image::parse(&bin).unwrap().build_id(),
+        None,
+        "eboot carries none"
+    );
+    let fw = image::parse_firmware(&bin).unwrap();
+    assert_eq!(fw.images.len(), 2);
+    assert_eq!(fw.len, bin.len());
+    assert_eq!(fw.build_id().as_deref(), Some("app0001"));
+    assert!(fw.fits(bin.len()).is_ok());
+    assert!(matches!(
+        fw.fits(bin.len() - 1),
+        Err(image::ImageError::TooBig { .. })
+    ));
+}
+
+#[test]
+fn firmware_with_a_corrupt_application_is_refused() {
+    let mut bin = arduino_layout("app0001");
+    let last = bin.len() - 20;
+    bin[last] ^= 0x40;
+    assert!(matches!(
+        image::parse_firmware(&bin),
+        Err(image::ImageError::BadChecksum { .. })
+    ));
+}

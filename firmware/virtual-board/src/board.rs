@@ -318,8 +318,9 @@ impl Board {
             tracing::warn!("cannot read the flash {}: {e}", path.display());
             "ets_main.c \r\n"
         })?;
-        match relay_core::image::parse(&bytes) {
-            Ok(img) => img.build_id().map(Some).ok_or(""),
+        // The ROM checks the image at 0x0; an Arduino bootloader there boots the one behind it.
+        match relay_core::image::parse_firmware(&bytes) {
+            Ok(fw) => fw.build_id().map(Some).ok_or(""),
             Err(relay_core::image::ImageError::BadChecksum { .. }) => Err("csum err\r\n"),
             Err(_) => Err("ets_main.c \r\n"),
         }
