@@ -9,10 +9,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use relay_core::profile::Profile;
+use relay_core::provision::{BOOT_PREFIX, REPLY_PREFIX, Wifi};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::banner::{Banner, PREFIX};
+use crate::banner::{Banner, Boot, PREFIX};
 use crate::error::{HilError, Result};
 use crate::serial::{Serial, VirtualPort, open_tty};
 
@@ -80,6 +81,12 @@ pub struct Board {
     pub status: Option<SocketAddr>,
     pub banner: Option<Banner>,
     pub limits: Limits,
+    /// The virtual board's control socket (reset lines, power).
+    pub control: Option<SocketAddr>,
+    /// What to provision a board with that has other credentials, or none.
+    wifi: Option<Wifi>,
+    /// A real board's TCP address when its banner's IP is not the one to use.
+    addr: Option<String>,
     /// The virtual board's process, stopped when the board is dropped.
     _process: Option<Stopper>,
 }
@@ -105,49 +112,162 @@ pub struct OpenOptions {
     pub profile: Profile,
     /// How long to wait for the banner after a reset (a real board joins WiFi first).
     pub banner_timeout: Duration,
+    /// Credentials for a board whose boot line shows other ones, or none.
+    pub wifi: Option<Wifi>,
+    /// Extra arguments for a virtual board (its flash file, when one is flashed).
+    pub virtual_args: Vec<String>,
 }
 
 impl Board {
+    /// Opens the board and waits for its banner: ready for scenarios.
     pub async fn open(target: &Target, opts: &OpenOptions) -> Result<Board> {
+        let mut board = Board::attach(target, opts).await?;
+        if board.kind != "endpoint" {
+            board.ready(opts.banner_timeout).await?;
+        }
+        Ok(board)
+    }
+
+    /// Opens the board's port (starting a virtual board) without resetting it, for a flasher.
+    pub async fn attach(target: &Target, opts: &OpenOptions) -> Result<Board> {
         match target {
-            Target::Virtual { program, args } => open_virtual(program, args, opts).await,
+            Target::Virtual { program, args } => attach_virtual(program, args, opts).await,
             Target::Port { path, addr } => {
                 let path = match path {
                     Some(p) => p.clone(),
                     None => find_nodemcu()?,
                 };
-                open_real(&path, addr.as_deref(), opts).await
+                let serial = Serial::new(&path, open_tty(&path, opts.profile.uart.baud)?)?;
+                Ok(Board::new("nodemcu", serial, opts, None, addr.clone()))
             }
             Target::Endpoint { serial, addr } => open_endpoint(serial, addr, opts).await,
         }
     }
 
-    /// Pulses EN through RTS (GPIO0 stays high: the firmware boots) and reads the banner.
-    pub async fn reset(&mut self, timeout: Duration) -> Result<Banner> {
+    fn new(
+        kind: &'static str,
+        serial: Serial,
+        opts: &OpenOptions,
+        process: Option<Stopper>,
+        addr: Option<String>,
+    ) -> Board {
+        Board {
+            kind,
+            profile: opts.profile.clone(),
+            serial,
+            tcp: SocketAddr::from(([0, 0, 0, 0], 0)),
+            status: None,
+            banner: None,
+            limits: Limits::from_profile(&opts.profile),
+            control: None,
+            wifi: opts.wifi.clone(),
+            addr,
+            _process: process,
+        }
+    }
+
+    /// Resets the board, waits for its banner, and (on a NodeMCU) finds the relay on the
+    /// network from it.
+    pub async fn ready(&mut self, timeout: Duration) -> Result<Banner> {
+        let banner = self.reset(timeout).await?;
+        if self.kind == "nodemcu" {
+            self.tcp = match &self.addr {
+                Some(a) => resolve(a)?,
+                None => resolve(&format!("{}:{}", banner.ip, banner.port))?,
+            };
+            if self.profile.capabilities.status && banner.status_port != 0 {
+                self.status = Some(SocketAddr::new(self.tcp.ip(), banner.status_port));
+            }
+            probe(self.tcp).await?;
+        }
+        Ok(banner)
+    }
+
+    /// Pulses EN through RTS; GPIO0 stays high, so the firmware boots.
+    async fn pulse_reset(&mut self) -> Result<()> {
         self.serial.set_lines(false, true)?;
         tokio::time::sleep(RESET_PULSE).await;
         self.serial.discard_input();
-        self.serial.set_lines(false, false)?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.serial.line(deadline).await? {
-                None => {
-                    return Err(HilError::NoBanner {
-                        path: self.serial.path.clone(),
-                        waited: timeout,
-                    });
-                }
-                Some(line) => {
-                    let text = String::from_utf8_lossy(&line);
-                    // A real chip first prints its ROM messages at 74880 baud: noise here.
-                    if let Some(at) = text.find(PREFIX) {
-                        let banner = Banner::parse(&text[at..])?;
-                        self.limits = Limits::from_banner(&banner);
-                        self.banner = Some(banner.clone());
-                        return Ok(banner);
-                    }
-                }
+        self.serial.set_lines(false, false)
+    }
+
+    /// The next line before `deadline` that contains `prefix`, from the prefix on.
+    async fn line_with(&mut self, prefixes: &[&str], deadline: Instant) -> Result<Option<String>> {
+        while let Some(line) = self.serial.line(deadline).await? {
+            let text = String::from_utf8_lossy(&line);
+            // A real chip first prints its ROM messages at 74880 baud: noise here.
+            if let Some(at) = prefixes.iter().filter_map(|p| text.find(p)).min() {
+                return Ok(Some(text[at..].to_owned()));
             }
+        }
+        Ok(None)
+    }
+
+    /// Resets the board and returns the build its firmware reports first (boot line or
+    /// banner), or `None` if it reports nothing relay-like within `timeout`.
+    pub async fn identify(&mut self, timeout: Duration) -> Result<Option<String>> {
+        self.pulse_reset().await?;
+        let deadline = Instant::now() + timeout;
+        Ok(
+            match self.line_with(&[BOOT_PREFIX, PREFIX], deadline).await? {
+                Some(l) if l.starts_with(BOOT_PREFIX) => Some(Boot::parse(&l)?.build),
+                Some(l) => Some(Banner::parse(&l)?.build),
+                None => None,
+            },
+        )
+    }
+
+    /// Resets the board, provisions its WiFi credentials if its boot line asks for others,
+    /// and reads the banner.
+    pub async fn reset(&mut self, timeout: Duration) -> Result<Banner> {
+        self.pulse_reset().await?;
+        let deadline = Instant::now() + timeout;
+        let no_banner = |path: PathBuf| HilError::NoBanner {
+            path,
+            waited: timeout,
+        };
+        loop {
+            let Some(line) = self.line_with(&[BOOT_PREFIX, PREFIX], deadline).await? else {
+                return Err(no_banner(self.serial.path.clone()));
+            };
+            if line.starts_with(BOOT_PREFIX) {
+                let boot = Boot::parse(&line)?;
+                match (&self.wifi, &boot.wifi) {
+                    (None, None) => {
+                        return Err(HilError::NoCredentials {
+                            path: self.serial.path.clone(),
+                        });
+                    }
+                    (Some(w), stored) if stored.as_deref() != Some(w.digest().as_str()) => {
+                        let w = w.clone();
+                        self.provision(&w, deadline).await?;
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let banner = Banner::parse(&line)?;
+            self.limits = Limits::from_banner(&banner);
+            self.banner = Some(banner.clone());
+            return Ok(banner);
+        }
+    }
+
+    /// Sends credentials in answer to a boot line and reads the firmware's reply.
+    async fn provision(&mut self, wifi: &Wifi, deadline: Instant) -> Result<()> {
+        tracing::info!(?wifi, "provisioning WiFi credentials");
+        self.serial.write_all(wifi.request().as_bytes()).await?;
+        match self.line_with(&[REPLY_PREFIX], deadline).await? {
+            Some(reply) if reply.starts_with("relay provision ok ") => Ok(()),
+            Some(reply) => Err(HilError::Provision {
+                reason: reply
+                    .trim_end()
+                    .trim_start_matches("relay provision error ")
+                    .to_owned(),
+            }),
+            None => Err(HilError::Provision {
+                reason: "no reply before the banner timeout".into(),
+            }),
         }
     }
 
@@ -184,10 +304,11 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
         })
 }
 
-async fn open_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> Result<Board> {
+async fn attach_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> Result<Board> {
     let fail = |reason: String| HilError::VirtualBoard { reason };
     let mut child = Command::new(program)
         .args(args)
+        .args(&opts.virtual_args)
         .arg("--profile")
         .arg(&opts.profile.source)
         .stdin(Stdio::null())
@@ -223,41 +344,10 @@ async fn open_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> Re
         .map_err(|e| fail(format!("unreadable ready line `{}`: {e}", line.trim())))?;
     let port = VirtualPort::open(&ready.serial, ready.baud, ready.control)?;
     let serial = Serial::new(&ready.serial, port)?;
-    let mut board = Board {
-        kind: "virtual",
-        profile: opts.profile.clone(),
-        serial,
-        tcp: ready.tcp,
-        status: ready.status,
-        banner: None,
-        limits: Limits::from_profile(&opts.profile),
-        _process: Some(child),
-    };
-    board.reset(opts.banner_timeout).await?;
-    Ok(board)
-}
-
-async fn open_real(path: &Path, addr: Option<&str>, opts: &OpenOptions) -> Result<Board> {
-    let serial = Serial::new(path, open_tty(path, opts.profile.uart.baud)?)?;
-    let mut board = Board {
-        kind: "nodemcu",
-        profile: opts.profile.clone(),
-        serial,
-        tcp: SocketAddr::from(([0, 0, 0, 0], 0)),
-        status: None,
-        banner: None,
-        limits: Limits::from_profile(&opts.profile),
-        _process: None,
-    };
-    let banner = board.reset(opts.banner_timeout).await?;
-    board.tcp = match addr {
-        Some(a) => resolve(a)?,
-        None => resolve(&format!("{}:{}", banner.ip, banner.port))?,
-    };
-    if opts.profile.capabilities.status && banner.status_port != 0 {
-        board.status = Some(SocketAddr::new(board.tcp.ip(), banner.status_port));
-    }
-    probe(board.tcp).await?;
+    let mut board = Board::new("virtual", serial, opts, Some(child), None);
+    board.tcp = ready.tcp;
+    board.status = ready.status;
+    board.control = Some(ready.control);
     Ok(board)
 }
 
@@ -270,21 +360,13 @@ async fn probe(addr: SocketAddr) -> Result<()> {
 
 async fn open_endpoint(serial_path: &Path, addr: &str, opts: &OpenOptions) -> Result<Board> {
     let serial = Serial::new(serial_path, open_tty(serial_path, opts.profile.uart.baud)?)?;
-    let tcp = resolve(addr)?;
+    let mut board = Board::new("endpoint", serial, opts, None, Some(addr.to_owned()));
+    board.tcp = resolve(addr)?;
     let p = &opts.profile;
-    let status = (p.capabilities.status && p.net.status_port != 0)
-        .then(|| SocketAddr::new(tcp.ip(), p.net.status_port));
-    probe(tcp).await?;
-    Ok(Board {
-        kind: "endpoint",
-        profile: p.clone(),
-        serial,
-        tcp,
-        status,
-        banner: None,
-        limits: Limits::from_profile(p),
-        _process: None,
-    })
+    board.status = (p.capabilities.status && p.net.status_port != 0)
+        .then(|| SocketAddr::new(board.tcp.ip(), p.net.status_port));
+    probe(board.tcp).await?;
+    Ok(board)
 }
 
 /// A serial port the harness can see, with what it knows of it.

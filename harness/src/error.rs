@@ -40,11 +40,38 @@ pub enum HilError {
     Bench { reason: String },
     #[error("virtual board control socket {addr}: {reason}")]
     Control { addr: SocketAddr, reason: String },
+    #[error("{path}: not a flashable relay image: {reason}")]
+    BadImage { path: PathBuf, reason: String },
+    #[error("cannot enter the ROM loader on {path}; the board is untouched: {reason}")]
+    Loader { path: PathBuf, reason: String },
+    #[error("the board on {path} is an {found}, not an ESP8266; nothing was written")]
+    WrongChip { path: PathBuf, found: String },
+    #[error(
+        "the board on {path} stopped answering mid-flash after {blocks} of {total} blocks: it is \
+         HALF-FLASHED and will not boot ({reason})"
+    )]
+    HalfFlashed {
+        path: PathBuf,
+        blocks: usize,
+        total: usize,
+        reason: String,
+        retry: String,
+    },
+    #[error("the board on {path} has no WiFi credentials and none were given")]
+    NoCredentials { path: PathBuf },
+    #[error("the board refused the WiFi credentials: {reason}")]
+    Provision { reason: String },
 }
 
 impl HilError {
     /// What to try next.
-    pub fn hint(&self) -> &'static str {
+    pub fn hint(&self) -> String {
+        if let HilError::HalfFlashed { retry, .. } = self {
+            return format!(
+                "check the cable and power, then flash again (the ROM loader survives any \
+                 flash): {retry}"
+            );
+        }
         match self {
             HilError::PortMissing { .. } => "`relay-hil boards` lists the serial ports it can see",
             HilError::PortBusy { .. } => {
@@ -77,7 +104,27 @@ impl HilError {
             HilError::VirtualBoard { .. } => "run `relay-hil virtual-board -v` to see it start",
             HilError::Bench { .. } => "a smaller run (--smoke) or -v shows where it stops",
             HilError::Control { .. } => "the virtual board may have exited; see its log above",
+            HilError::BadImage { .. } => {
+                "build the firmware with `pio run -d firmware/esp8266` (it lands in \
+                 firmware/esp8266/.pio/build/nodemcuv2/firmware.bin), or make a virtual-board \
+                 test image with `relay-hil image`"
+            }
+            HilError::Loader { .. } => {
+                "is it a NodeMCU with its auto-reset circuit? Otherwise hold FLASH, tap RST, and \
+                 try again"
+            }
+            HilError::WrongChip { .. } => "choose the ESP8266's port with --port",
+            HilError::HalfFlashed { .. } => unreachable!("answered above"),
+            HilError::NoCredentials { .. } => {
+                "set RELAY_HIL_WIFI_SSID and RELAY_HIL_WIFI_PASSWORD (empty for an open network); \
+                 the harness sends them over the UART and the board keeps them in flash"
+            }
+            HilError::Provision { .. } => {
+                "check RELAY_HIL_WIFI_SSID and RELAY_HIL_WIFI_PASSWORD against the rules in \
+                 firmware/core/README.md"
+            }
         }
+        .to_owned()
     }
 }
 

@@ -8,6 +8,7 @@ pub mod banner;
 pub mod bench;
 pub mod board;
 pub mod error;
+pub mod flash;
 pub mod net;
 pub mod report;
 pub mod scenario;

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use relay_hil::board::{Board, list_ports};
+use relay_hil::board::{Board, OpenOptions, Target, list_ports};
 use relay_hil::error::HilError;
+use relay_hil::flash::{self, Flashed, Image};
 use relay_hil::report::{self, tally};
 use relay_hil::scenario::{self, Scenario};
 use relay_hil::select::Selection;
@@ -31,8 +32,20 @@ struct Cli {
     verbose: u8,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BoardKind {
+    /// The virtual board (the default when no port is named).
+    Virtual,
+    /// A NodeMCU on USB: the one --port names, or the one found.
+    Nodemcu,
+}
+
 #[derive(Debug, Args)]
 struct BoardArgs {
+    /// Which kind of board; --port and --serial choose one by themselves.
+    #[arg(long, env = "RELAY_HIL_BOARD", value_name = "KIND")]
+    board: Option<BoardKind>,
+
     /// A NodeMCU's serial port, or `auto` for the one on USB (CP210x or CH340).
     #[arg(long, env = "RELAY_HIL_PORT", value_name = "PATH|auto")]
     port: Option<String>,
@@ -57,6 +70,27 @@ struct BoardArgs {
     /// Seconds to wait for the banner after a reset [default: 30 for a NodeMCU, 10 virtual].
     #[arg(long, env = "RELAY_HIL_BANNER_TIMEOUT", value_name = "SECS")]
     banner_timeout: Option<u64>,
+
+    /// The virtual board's flash, a file kept between runs, used when a firmware image is
+    /// flashed (without one, the virtual board runs its built-in relay).
+    #[arg(
+        long,
+        env = "RELAY_HIL_FLASH_FILE",
+        value_name = "PATH",
+        default_value = "target/relay-hil/virtual-board.flash"
+    )]
+    flash_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct FirmwareArgs {
+    /// Flash this ESP8266 image first (firmware.bin from PlatformIO, or `relay-hil image`).
+    #[arg(long, env = "RELAY_HIL_FIRMWARE", value_name = "PATH")]
+    firmware: Option<PathBuf>,
+
+    /// Flash even when the board already runs the image's build.
+    #[arg(long, requires = "firmware")]
+    force: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +99,9 @@ enum Command {
     Run {
         #[command(flatten)]
         board: BoardArgs,
+
+        #[command(flatten)]
+        firmware: FirmwareArgs,
 
         /// Run only this scenario (repeatable). `relay-hil scenarios` lists them.
         #[arg(long, value_name = "NAME")]
@@ -98,6 +135,34 @@ enum Command {
         #[arg(long)]
         smoke: bool,
     },
+    /// Flash a relay image through the ROM serial loader (espflash), reset, and wait for the
+    /// banner with the image's build id.
+    ///
+    /// The image is checked first (magic, checksum, size, relay build id): a bad one is refused
+    /// before the board is touched. A board already running the image's build is left alone.
+    Flash {
+        #[command(flatten)]
+        board: BoardArgs,
+
+        #[command(flatten)]
+        firmware: FirmwareArgs,
+    },
+    /// Write a relay image for the virtual board: a valid ESP8266 image carrying a build id
+    /// and no code (a NodeMCU would not run it).
+    Image {
+        /// Build id to carry [default: the digest of the core's sources].
+        #[arg(long, value_name = "ID")]
+        build_id: Option<String>,
+
+        /// Where to write it.
+        #[arg(short, long, value_name = "PATH")]
+        out: PathBuf,
+
+        /// Pad it with a filler segment to about this many bytes, as big as a real firmware
+        /// (a NodeMCU relay build is about 300 KB), to measure flashing.
+        #[arg(long, value_name = "BYTES", default_value_t = 0)]
+        size: usize,
+    },
     /// List the scenarios.
     Scenarios,
     /// List serial ports with their USB ids and the profile that fits each.
@@ -120,8 +185,12 @@ enum Command {
 
 impl BoardArgs {
     fn selection(&self) -> Selection {
+        let port = match self.board {
+            Some(BoardKind::Nodemcu) => self.port.clone().or(Some("auto".into())),
+            _ => self.port.clone(),
+        };
         Selection {
-            port: self.port.clone(),
+            port,
             serial: self.serial.clone(),
             addr: self.addr.clone(),
             profile: self.profile.clone(),
@@ -129,17 +198,85 @@ impl BoardArgs {
         }
     }
 
-    async fn open(&self) -> Result<Board, HilError> {
+    fn resolve(&self) -> Result<(Target, OpenOptions), HilError> {
+        if self.board == Some(BoardKind::Virtual) && (self.port.is_some() || self.serial.is_some())
+        {
+            return Err(HilError::Usage {
+                reason: "--board virtual excludes --port and --serial".into(),
+            });
+        }
         let me = std::env::current_exe().map_err(|e| HilError::VirtualBoard {
             reason: e.to_string(),
         })?;
-        let (target, opts) = self
-            .selection()
-            .resolve((me, vec!["virtual-board".into()]))?;
+        self.selection().resolve((me, vec!["virtual-board".into()]))
+    }
+
+    async fn open(&self) -> Result<Board, HilError> {
+        let (target, opts) = self.resolve()?;
         let spinner = spinner(format!("opening the board ({})", opts.profile.name));
         let board = Board::open(&target, &opts).await;
         spinner.finish_and_clear();
         board
+    }
+
+    /// Opens the board, first flashing `firmware` if one is given; prints what the flash did.
+    async fn open_flashed(&self, firmware: &FirmwareArgs) -> Result<Board, HilError> {
+        let Some(path) = &firmware.firmware else {
+            return self.open().await;
+        };
+        // Checked before anything is opened: a bad image never reaches the board.
+        let image = Image::load(path)?;
+        let (target, mut opts) = self.resolve()?;
+        let mut retry = format!("relay-hil flash --force --firmware {}", path.display());
+        match &target {
+            Target::Virtual { .. } => {
+                if let Some(dir) = self.flash_file.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| HilError::Usage {
+                        reason: format!("cannot create {}: {e}", dir.display()),
+                    })?;
+                }
+                opts.virtual_args = vec!["--flash".into(), self.flash_file.display().to_string()];
+                retry += &format!(
+                    " --board virtual --flash-file {}",
+                    self.flash_file.display()
+                );
+            }
+            Target::Port { .. } => {}
+            Target::Endpoint { .. } => {
+                return Err(HilError::Usage {
+                    reason: "--firmware needs a NodeMCU (--port) or the virtual board".into(),
+                });
+            }
+        }
+        let mut board = Board::attach(&target, &opts).await?;
+        if board.kind == "nodemcu" {
+            retry += &format!(" --port {}", board.serial.path.display());
+        }
+        eprintln!(
+            "flashing {} (build {}, {} bytes) to {}",
+            path.display(),
+            image.build_id,
+            image.bytes.len(),
+            board.serial.path.display()
+        );
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} blocks {elapsed} (ETA {eta})")
+                .expect("a valid template"),
+        );
+        let done = flash::flash(
+            &mut board,
+            &image,
+            firmware.force,
+            opts.banner_timeout,
+            bar,
+            &retry,
+        )
+        .await?;
+        eprintln!("{}", done.summary());
+        if matches!(done, Flashed::Skipped { .. }) {
+            board.ready(opts.banner_timeout).await?;
+        }
+        Ok(board)
     }
 }
 
@@ -194,10 +331,30 @@ async fn dispatch(command: Command) -> ExitCode {
     match command {
         Command::Run {
             board,
+            firmware,
             only,
             junit,
             out,
-        } => run(board, only, junit, out).await,
+        } => run(board, firmware, only, junit, out).await,
+        Command::Flash { board, firmware } => {
+            if firmware.firmware.is_none() {
+                eprintln!("relay-hil: flash needs --firmware PATH");
+                return ExitCode::from(2);
+            }
+            match board.open_flashed(&firmware).await {
+                Ok(b) => {
+                    let build = b.banner.as_ref().map_or("unknown", |x| x.build.as_str());
+                    println!("board: {} runs build {build}", b.serial.path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Image {
+            build_id,
+            out,
+            size,
+        } => image(build_id, &out, size),
         Command::Bench {
             board,
             with_ser2net,
@@ -240,8 +397,38 @@ fn run_id() -> String {
     )
 }
 
+/// Writes a virtual-board relay image: a header, one segment with the build id record.
+fn image(build_id: Option<String>, out: &std::path::Path, size: usize) -> ExitCode {
+    let id = build_id.unwrap_or_else(|| relay_core::SOURCE_ID.to_owned());
+    let record = relay_core::image::build_id_record(&id);
+    if relay_core::image::find_build_id(&record).as_deref() != Some(id.as_str()) {
+        eprintln!("relay-hil: build id `{id}` must be 1 to 40 letters, digits, `.`, `_` or `-`");
+        return ExitCode::from(2);
+    }
+    // Filler that varies like code does, so SLIP escaping costs what it would.
+    let filler: Vec<u8> = (0..size.saturating_sub(64) as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut segments = vec![(0x3ffe_8000, record.as_slice())];
+    if !filler.is_empty() {
+        segments.push((0x4020_1010, filler.as_slice()));
+    }
+    let bytes = relay_core::image::build(0x4010_0000, 4, &segments);
+    match std::fs::write(out, &bytes) {
+        Ok(()) => {
+            println!("{}: build {id}, {} bytes", out.display(), bytes.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("relay-hil: cannot write {}: {e}", out.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
 async fn run(
     args: BoardArgs,
+    firmware: FirmwareArgs,
     only: Vec<String>,
     junit: Option<PathBuf>,
     out: Option<PathBuf>,
@@ -263,7 +450,7 @@ async fn run(
     if chosen.is_empty() {
         chosen = scenario::ALL.iter().collect();
     }
-    let mut board = match args.open().await {
+    let mut board = match args.open_flashed(&firmware).await {
         Ok(b) => b,
         Err(e) => return fail(&e),
     };

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use relay_core::profile::{DEFAULT_PROFILE, Profile};
+use relay_core::provision::Wifi;
 
 use crate::board::{OpenOptions, Target};
 use crate::error::{HilError, Result};
@@ -14,6 +15,10 @@ pub const ENV_SERIAL: &str = "RELAY_HIL_SERIAL";
 pub const ENV_ADDR: &str = "RELAY_HIL_ADDR";
 pub const ENV_PROFILE: &str = "RELAY_HIL_PROFILE";
 pub const ENV_BANNER_TIMEOUT: &str = "RELAY_HIL_BANNER_TIMEOUT";
+/// WiFi credentials a board is provisioned with over its UART (never a flag: flags show in
+/// `ps`). The password may be unset or empty for an open network.
+pub const ENV_WIFI_SSID: &str = "RELAY_HIL_WIFI_SSID";
+pub const ENV_WIFI_PASSWORD: &str = "RELAY_HIL_WIFI_PASSWORD";
 
 /// What the user asked for, before anything is opened.
 #[derive(Clone, Debug, Default)]
@@ -92,12 +97,36 @@ impl Selection {
         let banner_timeout = self
             .banner_timeout
             .unwrap_or(Duration::from_secs(default_wait));
+        let wifi = match wifi_from_env()? {
+            Some(w) => Some(w),
+            // The virtual board's loopback network takes any credentials.
+            None if matches!(target, Target::Virtual { .. }) => Some(
+                Wifi::new(virtual_board::board::BUILT_IN_SSID, "").expect("a valid open network"),
+            ),
+            None => None,
+        };
         Ok((
             target,
             OpenOptions {
                 profile,
                 banner_timeout,
+                wifi,
+                virtual_args: Vec::new(),
             },
         ))
     }
+}
+
+/// The credentials in `RELAY_HIL_WIFI_SSID`/`RELAY_HIL_WIFI_PASSWORD`, checked as a board would.
+fn wifi_from_env() -> Result<Option<Wifi>> {
+    let Some(ssid) = std::env::var_os(ENV_WIFI_SSID).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let psk = std::env::var_os(ENV_WIFI_PASSWORD).unwrap_or_default();
+    use std::os::unix::ffi::OsStringExt;
+    Wifi::new(ssid.into_vec(), psk.into_vec())
+        .map(Some)
+        .map_err(|e| HilError::Usage {
+            reason: format!("{ENV_WIFI_SSID}/{ENV_WIFI_PASSWORD}: {e}"),
+        })
 }

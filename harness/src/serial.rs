@@ -333,4 +333,26 @@ impl Serial {
     pub fn log(&self) -> &[u8] {
         &self.log
     }
+
+    /// A second handle on the port for a flasher, which takes it over until [`Serial::reclaim`].
+    pub fn port_for_flashing(&mut self) -> Result<Box<dyn SerialPort>> {
+        self.pending.clear();
+        self.port.try_clone().map_err(|e| HilError::PortIo {
+            path: self.path.clone(),
+            source: e.into(),
+        })
+    }
+
+    /// Takes the port back after a flasher: forgets what it left unread, and locks the port
+    /// again (closing the flasher's handle cleared the lock other opens meet).
+    pub fn reclaim(&mut self) -> Result<()> {
+        nix::ioctl_none_bad!(tiocexcl, nix::libc::TIOCEXCL);
+        // SAFETY: TIOCEXCL takes no argument and the fd is the open port's.
+        unsafe { tiocexcl(self.io.get_ref().as_raw_fd()) }.map_err(|e| HilError::PortIo {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        self.discard_input();
+        Ok(())
+    }
 }

@@ -1,6 +1,6 @@
 //! The CLI end to end: `run` on the virtual board, and on a relay named by hand.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
 use rstest::rstest;
@@ -95,6 +95,18 @@ fn run_against_a_relay_named_by_hand() {
         .read_line(&mut line)
         .unwrap();
     let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    // A relay named by hand is not reset: wait until this one has booted and printed its banner.
+    let mut uart = serialport::new(ready["serial"].as_str().unwrap(), 115_200)
+        .timeout(std::time::Duration::from_secs(10))
+        .open()
+        .unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("relay ready ") {
+        let mut buf = [0u8; 256];
+        let n = uart.read(&mut buf).expect("the banner within 10 s");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(uart);
     let dir = temp_dir("endpoint");
     let profile = dir.join("foreign.toml");
     std::fs::write(

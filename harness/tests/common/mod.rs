@@ -4,15 +4,15 @@ use std::process::{Command, Output};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_relay-hil");
 
-/// `relay-hil` with `args`, the `RELAY_HIL_*` board variables cleared so that only `args`
+/// `relay-hil` with `args`, every `RELAY_HIL_*` variable cleared so that only `args`
 /// choose the board whatever the developer's shell has set.
 pub fn relay_hil(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("RELAY_HIL_PORT")
-        .env_remove("RELAY_HIL_SERIAL")
-        .env_remove("RELAY_HIL_ADDR")
-        .env_remove("RELAY_HIL_PROFILE")
-        .output()
-        .expect("relay-hil runs")
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("RELAY_HIL_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.output().expect("relay-hil runs")
 }

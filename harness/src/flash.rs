@@ -1,0 +1,278 @@
+//! Flashing a relay image through the ESP8266 ROM serial loader, with espflash 2.1.
+//!
+//! espflash drives the same `serialport::SerialPort` the harness uses, so a NodeMCU's CP2102
+//! and the virtual board's [`crate::serial::VirtualPort`] enter the loader the same way: the
+//! auto-reset circuit, DTR and RTS. On the ESP8266 it writes through the ROM itself: 0x400-byte
+//! blocks, no compression, no baud change.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use espflash::flasher::{Flasher, ProgressCallbacks};
+use espflash::interface::Interface;
+use espflash::targets::Chip;
+use serialport::UsbPortInfo;
+
+use crate::board::Board;
+use crate::error::{HilError, Result};
+
+/// How long to wait for a boot line before taking the board's firmware as unknown.
+const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A relay image, checked before any board is touched.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub build_id: String,
+}
+
+impl Image {
+    /// Reads and verifies `path`: an ESP8266 image (magic, segments, checksum, and the size its
+    /// header declares) that carries a relay build id.
+    pub fn load(path: &Path) -> Result<Image> {
+        let bad = |reason: String| HilError::BadImage {
+            path: path.to_owned(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let fw = relay_core::image::parse_firmware(&bytes).map_err(|e| bad(e.to_string()))?;
+        fw.fits(fw.images[0].flash_size)
+            .map_err(|e| bad(format!("{e} it declares")))?;
+        let build_id = fw.build_id().ok_or_else(|| {
+            bad(
+                "it carries no relay build id (`relay-build-id:`), so it is not a relay image"
+                    .into(),
+            )
+        })?;
+        Ok(Image {
+            path: path.to_owned(),
+            build_id,
+            bytes,
+        })
+    }
+}
+
+/// What a flash did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Flashed {
+    /// The board already ran this build.
+    Skipped { build_id: String },
+    Written {
+        bytes: usize,
+        elapsed: Duration,
+        /// What the loader reported: chip, crystal, flash size, MAC.
+        chip: String,
+    },
+}
+
+impl Flashed {
+    /// One line for people: what happened, and for a write its bytes, time and rate.
+    pub fn summary(&self) -> String {
+        match self {
+            Flashed::Skipped { build_id } => {
+                format!("skipped: the board already runs build {build_id} (--force flashes anyway)")
+            }
+            Flashed::Written {
+                bytes,
+                elapsed,
+                chip,
+            } => format!(
+                "wrote {bytes} bytes in {:.2} s ({:.1} KiB/s) to {chip}",
+                elapsed.as_secs_f64(),
+                *bytes as f64 / 1024.0 / elapsed.as_secs_f64().max(1e-9)
+            ),
+        }
+    }
+}
+
+/// Progress of the blocks written, shared with espflash's callbacks.
+pub trait Progress: Send + 'static {
+    fn start(&mut self, blocks: usize);
+    fn block(&mut self, done: usize);
+    fn done(&mut self);
+}
+
+/// The bar shown to people (hidden when stderr is not a terminal).
+impl Progress for indicatif::ProgressBar {
+    fn start(&mut self, blocks: usize) {
+        self.set_length(blocks as u64);
+        self.set_position(0);
+    }
+    fn block(&mut self, done: usize) {
+        self.set_position(done as u64);
+    }
+    fn done(&mut self) {
+        self.finish_and_clear();
+    }
+}
+
+impl Progress for () {
+    fn start(&mut self, _: usize) {}
+    fn block(&mut self, _: usize) {}
+    fn done(&mut self) {}
+}
+
+struct Callbacks<P> {
+    progress: P,
+    written: Arc<AtomicUsize>,
+}
+
+impl<P: Progress> ProgressCallbacks for Callbacks<P> {
+    fn init(&mut self, _addr: u32, total: usize) {
+        self.progress.start(total);
+    }
+    fn update(&mut self, current: usize) {
+        self.written.store(current, Ordering::Relaxed);
+        self.progress.block(current);
+    }
+    fn finish(&mut self) {
+        self.progress.done();
+    }
+}
+
+/// Flashes `image` unless the board already runs its build (or `force`), then resets the board
+/// and waits for its banner, which must show the new build id. `retry` is the command that
+/// flashes this board again, for the half-flashed report.
+pub async fn flash(
+    board: &mut Board,
+    image: &Image,
+    force: bool,
+    banner_timeout: Duration,
+    progress: impl Progress,
+    retry: &str,
+) -> Result<Flashed> {
+    if !force {
+        let running = board.identify(IDENTIFY_TIMEOUT).await?;
+        tracing::info!(?running, "build on the board");
+        if running.as_deref() == Some(image.build_id.as_str()) {
+            return Ok(Flashed::Skipped {
+                build_id: image.build_id.clone(),
+            });
+        }
+    }
+    let path = board.serial.path.clone();
+    let port = board.serial.port_for_flashing()?;
+    let bytes = image.bytes.clone();
+    let written = Arc::new(AtomicUsize::new(0));
+    let mut callbacks = Callbacks {
+        progress,
+        written: written.clone(),
+    };
+    let start = Instant::now();
+    let outcome = tokio::task::spawn_blocking(move || write(port, &bytes, &mut callbacks))
+        .await
+        .map_err(|e| HilError::Loader {
+            path: path.clone(),
+            reason: format!("the flashing thread failed: {e}"),
+        })?;
+    let elapsed = start.elapsed();
+    board.serial.reclaim()?;
+    let chip = match outcome {
+        Ok(chip) => chip,
+        Err(Failure::Untouched(reason)) => return Err(HilError::Loader { path, reason }),
+        Err(Failure::WrongChip(found)) => return Err(HilError::WrongChip { path, found }),
+        Err(Failure::TooBig(reason)) => {
+            return Err(HilError::BadImage {
+                path: image.path.clone(),
+                reason,
+            });
+        }
+        Err(Failure::Midway(reason)) => {
+            return Err(HilError::HalfFlashed {
+                path,
+                blocks: written.load(Ordering::Relaxed),
+                total: image.bytes.len().div_ceil(BLOCK),
+                reason,
+                retry: retry.to_owned(),
+            });
+        }
+    };
+    let banner = board.reset(banner_timeout).await?;
+    if banner.build != image.build_id {
+        return Err(HilError::Usage {
+            reason: format!(
+                "flashed build {} but the board boots build {}",
+                image.build_id, banner.build
+            ),
+        });
+    }
+    Ok(Flashed::Written {
+        bytes: image.bytes.len(),
+        elapsed,
+        chip,
+    })
+}
+
+/// The ROM loader's block size on the ESP8266.
+const BLOCK: usize = 0x400;
+
+enum Failure {
+    /// Nothing was written: the board is as it was.
+    Untouched(String),
+    WrongChip(String),
+    TooBig(String),
+    /// The write began (the ROM erases first): the board's flash is no longer whole.
+    Midway(String),
+}
+
+/// An error with its causes, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn write(
+    port: Box<dyn serialport::SerialPort>,
+    bytes: &[u8],
+    callbacks: &mut dyn ProgressCallbacks,
+) -> std::result::Result<String, Failure> {
+    // A CP2102's ids: anything but the USB-JTAG bridge gets the classic auto-reset sequence.
+    let usb = UsbPortInfo {
+        vid: 0x10c4,
+        pid: 0xea60,
+        serial_number: None,
+        manufacturer: None,
+        product: None,
+    };
+    let interface = Interface { serial_port: port };
+    // The ESP8266's ROM has no flasher stub to load in espflash 2.1: write through the ROM.
+    let mut flasher = Flasher::connect(interface, usb, None, false)
+        .map_err(|e| Failure::Untouched(format!("the ROM loader did not answer: {}", chain(&e))))?;
+    if flasher.chip() != Chip::Esp8266 {
+        return Err(Failure::WrongChip(flasher.chip().to_string()));
+    }
+    let info = flasher
+        .device_info()
+        .map_err(|e| Failure::Untouched(format!("reading the chip's details: {}", chain(&e))))?;
+    let flash = info
+        .flash_size
+        .encode_flash_size(Chip::Esp8266)
+        .ok()
+        .and_then(relay_core::image::flash_size)
+        .unwrap_or(4 << 20);
+    if bytes.len() > flash {
+        return Err(Failure::TooBig(format!(
+            "the image is {} bytes, bigger than the board's {flash}-byte flash",
+            bytes.len()
+        )));
+    }
+    flasher
+        .write_bin_to_flash(0, bytes, Some(callbacks))
+        .map_err(|e| Failure::Midway(chain(&e)))?;
+    Ok(format!(
+        "{} ({} MHz crystal, {} KiB flash, MAC {})",
+        info.chip,
+        info.crystal_frequency,
+        flash / 1024,
+        info.mac_address
+    ))
+}

@@ -1,0 +1,254 @@
+//! Flashing through espflash and the ROM loader, end to end on the virtual board: the CLI's
+//! flash, skip, force and refusals, `run --firmware`, and a board cut off mid-flash.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::relay_hil;
+use relay_hil::board::Board;
+use relay_hil::error::HilError;
+use relay_hil::flash::{self, Flashed, Image, Progress};
+use relay_hil::select::Selection;
+use relay_hil::serial::VirtualPort;
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("relay-hil-flash-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn make_image(dir: &Path, id: &str, size: usize) -> PathBuf {
+    let path = dir.join(format!("{id}.bin"));
+    let size = size.to_string();
+    let out = relay_hil(&[
+        "image",
+        "--build-id",
+        id,
+        "--size",
+        &size,
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+fn flash_cli(image: &Path, flash_file: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        "flash",
+        "--board",
+        "virtual",
+        "--firmware",
+        image.to_str().unwrap(),
+        "--flash-file",
+        flash_file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = relay_hil(&args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn flash_writes_the_image_boots_it_then_skips_the_same_build_until_forced() {
+    let dir = scratch("cycle");
+    let flash_file = dir.join("board.flash");
+    let first = make_image(&dir, "cycle001", 20_000);
+    let len = std::fs::metadata(&first).unwrap().len();
+    let (code, text) = flash_cli(&first, &flash_file, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("wrote {len} bytes in ")), "{text}");
+    assert!(text.contains("runs build cycle001"), "{text}");
+    let image = std::fs::read(&first).unwrap();
+    assert_eq!(
+        &std::fs::read(&flash_file).unwrap()[..image.len()],
+        &image[..]
+    );
+
+    let (code, text) = flash_cli(&first, &flash_file, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("skipped: the board already runs build cycle001"),
+        "{text}"
+    );
+    assert!(!text.contains("wrote"), "{text}");
+
+    let (code, text) = flash_cli(&first, &flash_file, &["--force"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("wrote {len} bytes")), "{text}");
+
+    let second = make_image(&dir, "cycle002", 5_000);
+    let (code, text) = flash_cli(&second, &flash_file, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("runs build cycle002"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_images_are_refused_before_the_board_is_touched() {
+    let dir = scratch("refuse");
+    let flash_file = dir.join("board.flash");
+    let good = make_image(&dir, "keep001", 4_000);
+    assert_eq!(flash_cli(&good, &flash_file, &[]).0, 0);
+    let before = std::fs::read(&flash_file).unwrap();
+
+    let bytes = std::fs::read(&good).unwrap();
+    let mut bad_magic = bytes.clone();
+    bad_magic[0] = 0x7f;
+    let mut bad_sum = bytes.clone();
+    let inside = bad_sum.len() - 20;
+    bad_sum[inside] ^= 0x01;
+    // Declares a 512 KiB flash and is bigger than that.
+    let record = relay_core::image::build_id_record("big0001");
+    let too_big = relay_core::image::build(
+        0x4010_0000,
+        0,
+        &[
+            (0x3ffe_8000, &record),
+            (0x4020_1010, &vec![0x5a; 600 << 10]),
+        ],
+    );
+    let no_id = relay_core::image::build(0x4010_0000, 4, &[(0x4010_0000, b"someone else's")]);
+    for (name, data, needle) in [
+        ("magic", bad_magic, "not the magic 0xe9"),
+        ("checksum", bad_sum, "bad checksum"),
+        (
+            "big",
+            too_big,
+            "bigger than the board's 524288-byte flash it declares",
+        ),
+        ("foreign", no_id, "carries no relay build id"),
+    ] {
+        let path = dir.join(format!("{name}.bin"));
+        std::fs::write(&path, data).unwrap();
+        let (code, text) = flash_cli(&path, &flash_file, &["--force"]);
+        assert_eq!(code, 2, "{name}: {text}");
+        assert!(
+            text.contains("not a flashable relay image") && text.contains(needle),
+            "{name}: {text}"
+        );
+        assert!(
+            !text.contains("flashing "),
+            "{name}: nothing was started: {text}"
+        );
+        assert_eq!(
+            std::fs::read(&flash_file).unwrap(),
+            before,
+            "{name}: the flash is untouched"
+        );
+    }
+    let (code, text) = flash_cli(&dir.join("missing.bin"), &flash_file, &[]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("missing.bin: not a flashable relay image"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn run_with_firmware_flashes_then_passes_every_scenario() {
+    let dir = scratch("run");
+    let image = make_image(&dir, "run0001", 10_000);
+    let out = relay_hil(&[
+        "run",
+        "--board",
+        "virtual",
+        "--firmware",
+        image.to_str().unwrap(),
+        "--flash-file",
+        dir.join("board.flash").to_str().unwrap(),
+        "--out",
+        dir.join("artifacts").to_str().unwrap(),
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("wrote ") && text.contains("build run0001"),
+        "{text}"
+    );
+    assert!(text.contains("7 passed, 0 failed, 1 skipped"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Cuts the board's power once `after` blocks are written, as a yanked cable would.
+struct CutPower {
+    control: std::net::SocketAddr,
+    after: usize,
+}
+
+impl Progress for CutPower {
+    fn start(&mut self, _: usize) {}
+    fn block(&mut self, done: usize) {
+        if done == self.after {
+            VirtualPort::command(self.control, "power 0").expect("the power goes");
+        }
+    }
+    fn done(&mut self) {}
+}
+
+#[tokio::test]
+async fn a_board_cut_off_mid_flash_is_reported_half_flashed_and_the_next_flash_works() {
+    let dir = scratch("cut");
+    let image = Image::load(&make_image(&dir, "cut0001", 40_000)).unwrap();
+    let len = image.bytes.len();
+    let flash_file = dir.join("board.flash");
+    let (target, mut opts) = Selection::default()
+        .resolve((PathBuf::from(common::BIN), vec!["virtual-board".into()]))
+        .unwrap();
+    opts.virtual_args = vec!["--flash".into(), flash_file.display().to_string()];
+    let mut board = Board::attach(&target, &opts).await.unwrap();
+    let control = board.control.expect("a virtual board");
+    let err = flash::flash(
+        &mut board,
+        &image,
+        true,
+        opts.banner_timeout,
+        CutPower { control, after: 5 },
+        "relay-hil flash --force …",
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        HilError::HalfFlashed { blocks, total, .. } => {
+            assert_eq!((*blocks, *total), (5, len.div_ceil(0x400)));
+        }
+        other => panic!("not reported half-flashed: {other}"),
+    }
+    assert!(err.to_string().contains("HALF-FLASHED"), "{err}");
+    assert!(
+        err.hint().contains("relay-hil flash --force …"),
+        "{}",
+        err.hint()
+    );
+
+    // Power back: the half-written image does not boot; the next flash puts it right.
+    assert_eq!(
+        VirtualPort::command(control, "power 1").unwrap(),
+        "ok halted\n"
+    );
+    let done = flash::flash(&mut board, &image, false, opts.banner_timeout, (), "")
+        .await
+        .unwrap();
+    assert!(
+        matches!(done, Flashed::Written { bytes, .. } if bytes == len),
+        "{done:?}"
+    );
+    assert_eq!(board.banner.as_ref().unwrap().build, "cut0001");
+    drop(board);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
