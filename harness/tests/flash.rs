@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::relay_hil;
+use common::{printed, relay_hil};
 use relay_hil::board::Board;
 use relay_hil::error::HilError;
 use relay_hil::flash::{self, Flashed, Image, Progress};
@@ -51,12 +51,7 @@ fn flash_cli(image: &Path, flash_file: &Path, extra: &[&str]) -> (i32, String) {
     ];
     args.extend_from_slice(extra);
     let out = relay_hil(&args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    (out.status.code().unwrap_or(-1), printed(&out))
 }
 
 #[test]
@@ -171,11 +166,7 @@ fn run_with_firmware_flashes_then_passes_every_scenario() {
         "--out",
         dir.join("artifacts").to_str().unwrap(),
     ]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = printed(&out);
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains("wrote ") && text.contains("build run0001"),

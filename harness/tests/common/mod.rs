@@ -16,3 +16,13 @@ pub fn relay_hil(args: &[&str]) -> Output {
     }
     cmd.output().expect("relay-hil runs")
 }
+
+/// Everything a run printed, stdout then stderr.
+#[allow(dead_code)] // every test binary compiles this module; not every one reads output
+pub fn printed(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
