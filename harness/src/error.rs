@@ -57,6 +57,8 @@ pub enum HilError {
         reason: String,
         retry: String,
     },
+    #[error("flashed build {flashed}, but the board boots build {booted}")]
+    WrongBuild { flashed: String, booted: String },
     #[error("the board on {path} has no WiFi credentials and none were given")]
     NoCredentials { path: PathBuf },
     #[error("the board refused the WiFi credentials: {reason}")]
@@ -115,6 +117,10 @@ impl HilError {
             }
             HilError::WrongChip { .. } => "choose the ESP8266's port with --port",
             HilError::HalfFlashed { .. } => unreachable!("answered above"),
+            HilError::WrongBuild { .. } => {
+                "the write did not take: flash again with --force, and check that nothing else \
+                 holds the port"
+            }
             HilError::NoCredentials { .. } => {
                 "set RELAY_HIL_WIFI_SSID and RELAY_HIL_WIFI_PASSWORD (empty for an open network); \
                  the harness sends them over the UART and the board keeps them in flash"

@@ -133,9 +133,10 @@ impl<P: Progress> ProgressCallbacks for Callbacks<P> {
     }
 }
 
-/// Flashes `image` unless the board already runs its build (or `force`), then resets the board
-/// and waits for its banner, which must show the new build id. `retry` is the command that
-/// flashes this board again, for the half-flashed report.
+/// Flashes `image` unless the board already runs its build (or `force`), then makes the board
+/// ready ([`Board::ready`]): its banner must show the new build id. A skipped board is only
+/// identified; call `ready` before using it. `retry` is the command that flashes this board
+/// again, for the half-flashed report.
 pub async fn flash(
     board: &mut Board,
     image: &Image,
@@ -190,13 +191,11 @@ pub async fn flash(
             });
         }
     };
-    let banner = board.reset(banner_timeout).await?;
+    let banner = board.ready(banner_timeout).await?;
     if banner.build != image.build_id {
-        return Err(HilError::Usage {
-            reason: format!(
-                "flashed build {} but the board boots build {}",
-                image.build_id, banner.build
-            ),
+        return Err(HilError::WrongBuild {
+            flashed: image.build_id.clone(),
+            booted: banner.build,
         });
     }
     Ok(Flashed::Written {

@@ -202,7 +202,9 @@ impl BoardArgs {
         if self.board == Some(BoardKind::Virtual) && (self.port.is_some() || self.serial.is_some())
         {
             return Err(HilError::Usage {
-                reason: "--board virtual excludes --port and --serial".into(),
+                reason: "--board virtual excludes --port (RELAY_HIL_PORT) and --serial \
+                         (RELAY_HIL_SERIAL)"
+                    .into(),
             });
         }
         let me = std::env::current_exe().map_err(|e| HilError::VirtualBoard {
