@@ -100,9 +100,9 @@ impl Selection {
         let wifi = match wifi_from_env()? {
             Some(w) => Some(w),
             // The virtual board's loopback network takes any credentials.
-            None if matches!(target, Target::Virtual { .. }) => Some(
-                Wifi::new(virtual_board::board::BUILT_IN_SSID, "").expect("a valid open network"),
-            ),
+            None if matches!(target, Target::Virtual { .. }) => {
+                Some(virtual_board::board::built_in_wifi())
+            }
             None => None,
         };
         Ok((

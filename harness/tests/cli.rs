@@ -7,14 +7,7 @@ use rstest::rstest;
 
 mod common;
 
-use common::{BIN, relay_hil};
-
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("relay-hil-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{BIN, relay_hil, temp_dir};
 
 /// The run succeeded and each of `passed` has a `pass` row.
 fn assert_passed(out: &std::process::Output, passed: &[&str]) -> String {

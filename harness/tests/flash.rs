@@ -5,19 +5,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{printed, relay_hil};
+use common::{printed, relay_hil, temp_dir};
 use relay_hil::board::Board;
 use relay_hil::error::HilError;
 use relay_hil::flash::{self, Flashed, Image, Progress};
 use relay_hil::select::Selection;
 use relay_hil::serial::VirtualPort;
-
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("relay-hil-flash-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn make_image(dir: &Path, id: &str, size: usize) -> PathBuf {
     let path = dir.join(format!("{id}.bin"));
@@ -56,7 +49,7 @@ fn flash_cli(image: &Path, flash_file: &Path, extra: &[&str]) -> (i32, String) {
 
 #[test]
 fn flash_writes_the_image_boots_it_then_skips_the_same_build_until_forced() {
-    let dir = scratch("cycle");
+    let dir = temp_dir("flash-cycle");
     let flash_file = dir.join("board.flash");
     let first = make_image(&dir, "cycle001", 20_000);
     let len = std::fs::metadata(&first).unwrap().len();
@@ -91,7 +84,7 @@ fn flash_writes_the_image_boots_it_then_skips_the_same_build_until_forced() {
 
 #[test]
 fn bad_images_are_refused_before_the_board_is_touched() {
-    let dir = scratch("refuse");
+    let dir = temp_dir("flash-refuse");
     let flash_file = dir.join("board.flash");
     let good = make_image(&dir, "keep001", 4_000);
     assert_eq!(flash_cli(&good, &flash_file, &[]).0, 0);
@@ -153,7 +146,7 @@ fn bad_images_are_refused_before_the_board_is_touched() {
 
 #[test]
 fn run_with_firmware_flashes_then_passes_every_scenario() {
-    let dir = scratch("run");
+    let dir = temp_dir("flash-run");
     let image = make_image(&dir, "run0001", 10_000);
     let out = relay_hil(&[
         "run",
@@ -194,7 +187,7 @@ impl Progress for CutPower {
 
 #[tokio::test]
 async fn a_board_cut_off_mid_flash_is_reported_half_flashed_and_the_next_flash_works() {
-    let dir = scratch("cut");
+    let dir = temp_dir("flash-cut");
     let image = Image::load(&make_image(&dir, "cut0001", 40_000)).unwrap();
     let len = image.bytes.len();
     let flash_file = dir.join("board.flash");

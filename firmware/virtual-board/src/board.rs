@@ -32,8 +32,11 @@ impl rom::Flash for FileFlash<'_> {
     }
 }
 
-/// The network a board without a flash file has already joined: the loopback accepts any.
-pub const BUILT_IN_SSID: &str = "virtual";
+/// The network a board without a flash file has already joined (its loopback accepts any
+/// credentials); the harness offers it to a virtual board that has none.
+pub fn built_in_wifi() -> Wifi {
+    Wifi::new("virtual", "").expect("a valid open network")
+}
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 4096;
@@ -199,7 +202,7 @@ impl Board {
             },
             flash,
             loader: Loader::default(),
-            wifi: Some(Wifi::new(BUILT_IN_SSID, "").expect("a valid open network")),
+            wifi: Some(built_in_wifi()),
             provisioner: Provisioner::default(),
             listen_until: None,
         };

@@ -26,3 +26,12 @@ pub fn printed(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// A fresh, empty folder for one test, named after it and this process.
+#[allow(dead_code)] // every test binary compiles this module; not every one needs a folder
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("relay-hil-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
