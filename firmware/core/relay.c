@@ -220,9 +220,9 @@ void relay_config_default(relay_config_t *cfg) {
     cfg->max_line = RELAY_MAX_LINE;
     cfg->txq_size = RELAY_TXQ_SIZE;
     cfg->uartq_size = RELAY_UARTQ_SIZE;
-    cfg->stall_timeout_ms = 5000;
-    cfg->mode = RELAY_MODE_LINE;
-    cfg->eol = RELAY_EOL_LF;
+    cfg->stall_timeout_ms = RELAY_STALL_TIMEOUT_MS;
+    cfg->mode = RELAY_MODE;
+    cfg->eol = RELAY_EOL;
 }
 
 int relay_init(relay_t *r, const relay_config_t *cfg, uint32_t now_ms) {
@@ -404,6 +404,8 @@ void relay_uart_input(relay_t *r, const uint8_t *data, size_t len) {
     }
 }
 
+void relay_uart_overrun(relay_t *r) { r->st.uart_overruns++; }
+
 void relay_tick(relay_t *r, uint32_t now_ms) {
     /* Unsigned difference keeps uptime and stall ages right across the 49-day wrap. */
     r->st.uptime_ms += (uint32_t)(now_ms - r->now_ms);
@@ -546,6 +548,7 @@ size_t relay_format_status(const relay_t *r, char *buf, size_t cap) {
     w_kv(&w, "stalls", s->stalls);
     w_kv(&w, "overflows", s->overflows);
     w_kv(&w, "partial_discards", s->partial_discards);
+    w_kv(&w, "uart_overruns", s->uart_overruns);
     w_kv(&w, "uart_rx", s->uart_rx);
     w_kv(&w, "uart_tx", s->uart_tx);
     w_kv(&w, "drops", s->drops);

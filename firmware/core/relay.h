@@ -42,6 +42,17 @@ extern "C" {
 enum relay_mode { RELAY_MODE_LINE = 0, RELAY_MODE_RAW = 1 };
 enum relay_eol { RELAY_EOL_LF = 0, RELAY_EOL_CR = 1, RELAY_EOL_CRLF = 2 };
 
+/* What relay_config_default() chooses for the rest; a firmware build sets them with -D. */
+#ifndef RELAY_STALL_TIMEOUT_MS
+#define RELAY_STALL_TIMEOUT_MS 5000
+#endif
+#ifndef RELAY_MODE
+#define RELAY_MODE RELAY_MODE_LINE
+#endif
+#ifndef RELAY_EOL
+#define RELAY_EOL RELAY_EOL_LF
+#endif
+
 typedef struct relay_config {
     uint16_t max_clients;      /* 1 ..= RELAY_MAX_CLIENTS */
     uint16_t max_line;         /* 1 ..= RELAY_MAX_LINE */
@@ -85,6 +96,7 @@ typedef struct relay_stats {
     uint32_t stalls;           /* of those, closed by the stall timeout */
     uint32_t overflows;        /* overlong lines, all clients */
     uint32_t partial_discards; /* unterminated lines discarded at disconnect */
+    uint32_t uart_overruns;    /* times the platform lost UART input it could not buffer */
     uint64_t uart_rx;          /* bytes read from the UART */
     uint64_t uart_tx;          /* bytes the platform wrote to the UART */
     uint64_t drops;            /* bytes dropped, all client queues */
@@ -134,6 +146,7 @@ int relay_accept(relay_t *r); /* slot, or RELAY_REJECTED: send relay_format_reje
 size_t relay_client_input(relay_t *r, int slot, const uint8_t *data, size_t len); /* consumed */
 void relay_client_closed(relay_t *r, int slot);
 void relay_uart_input(relay_t *r, const uint8_t *data, size_t len); /* always consumes all */
+void relay_uart_overrun(relay_t *r); /* the platform's UART receive buffer overflowed */
 void relay_tick(relay_t *r, uint32_t now_ms);
 
 /* --- work out --- */

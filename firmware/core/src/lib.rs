@@ -61,6 +61,7 @@ mod ffi {
         pub stalls: u32,
         pub overflows: u32,
         pub partial_discards: u32,
+        pub uart_overruns: u32,
         pub uart_rx: u64,
         pub uart_tx: u64,
         pub drops: u64,
@@ -98,6 +99,7 @@ mod ffi {
         ) -> usize;
         pub fn relay_client_closed(r: *mut c_void, slot: c_int);
         pub fn relay_uart_input(r: *mut c_void, data: *const u8, len: usize);
+        pub fn relay_uart_overrun(r: *mut c_void);
         pub fn relay_tick(r: *mut c_void, now_ms: u32);
         pub fn relay_uart_pending(r: *const c_void, data: *mut *const u8) -> usize;
         pub fn relay_uart_consume(r: *mut c_void, n: usize);
@@ -381,6 +383,12 @@ impl Relay {
     pub fn uart_input(&mut self, data: &[u8]) {
         // SAFETY: data is a valid slice of len bytes.
         unsafe { ffi::relay_uart_input(self.raw_mut(), data.as_ptr(), data.len()) }
+    }
+
+    /// The platform lost UART input: its receive buffer overflowed.
+    pub fn uart_overrun(&mut self) {
+        // SAFETY: the relay is initialised.
+        unsafe { ffi::relay_uart_overrun(self.raw_mut()) }
     }
 
     pub fn tick(&mut self, now_ms: u32) {

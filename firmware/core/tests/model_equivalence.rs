@@ -13,6 +13,7 @@ enum Event {
     Input(usize, Vec<u8>),
     Closed(usize),
     Uart(Vec<u8>),
+    Overrun,
     UartTake(usize),
     ClientTake(usize, usize),
     Tick(u32),
@@ -33,6 +34,7 @@ fn event() -> impl Strategy<Value = Event> {
         8 => (0..6usize, bytes(90)).prop_map(|(s, b)| Event::Input(s, b)),
         1 => (0..6usize).prop_map(Event::Closed),
         3 => bytes(300).prop_map(Event::Uart),
+        1 => Just(Event::Overrun),
         3 => (0..700usize).prop_map(Event::UartTake),
         3 => (0..6usize, 0..300usize).prop_map(|(s, n)| Event::ClientTake(s, n)),
         2 => (0..1500u32).prop_map(Event::Tick),
@@ -114,6 +116,10 @@ proptest! {
                 Event::Uart(b) => {
                     core.uart_input(b);
                     model.uart_input(b);
+                }
+                Event::Overrun => {
+                    core.uart_overrun();
+                    model.uart_overrun();
                 }
                 Event::UartTake(n) => {
                     prop_assert_eq!(take_uart(&mut core, *n), model.uart_take(*n), "step {}", step)

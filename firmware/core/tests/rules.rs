@@ -474,11 +474,13 @@ fn status_reports_global_and_per_client_counters(mut relay: Relay) {
     let a = relay.accept().unwrap();
     send(&mut relay, a, b"hello\n");
     relay.uart_input(b"x");
+    relay.uart_overrun();
     relay.tick(1234);
     assert_eq!(
         relay.status(),
         "relay status version=0.1.0 uptime_ms=1234 clients=1 max_clients=2 accepted=1 \
-         rejected=0 disconnects=0 stalls=0 overflows=0 partial_discards=0 uart_rx=1 uart_tx=0 \
+         rejected=0 disconnects=0 stalls=0 overflows=0 partial_discards=0 uart_overruns=1 \
+         uart_rx=1 uart_tx=0 \
          drops=0 uartq=6\r\nclient slot=0 id=1 bytes_in=6 bytes_out=0 lines=1 overflows=0 \
          drops=0 txq=1 txq_high=1\r\nend\r\n"
     );

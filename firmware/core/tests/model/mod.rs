@@ -194,6 +194,11 @@ impl Model {
         }
     }
 
+    /// The contract: the platform reports each overflow of its UART receive buffer once.
+    pub fn uart_overrun(&mut self) {
+        self.g.uart_overruns += 1;
+    }
+
     pub fn tick(&mut self, now: u32) {
         self.g.uptime_ms += u64::from(now.wrapping_sub(self.now));
         self.now = now;
