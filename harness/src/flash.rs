@@ -39,7 +39,7 @@ impl Image {
         };
         let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
         let fw = relay_core::image::parse_firmware(&bytes).map_err(|e| bad(e.to_string()))?;
-        fw.fits(fw.images[0].flash_size)
+        fw.fits(fw.boot.flash_size)
             .map_err(|e| bad(format!("{e} it declares")))?;
         let build_id = fw.build_id().ok_or_else(|| {
             bad(
