@@ -138,8 +138,8 @@ enum Command {
     /// Flash a relay image through the ROM serial loader (espflash), reset, and wait for the
     /// banner with the image's build id.
     ///
-    /// The image is checked first (magic, checksum, size, relay build id): a bad one is refused
-    /// before the board is touched. A board already running the image's build is left alone.
+    /// The image is checked first (magic, checksum, whole segments, elf2bin's CRC, size, relay
+    /// build id): a bad one is refused before the board is touched. A board already running the image's build is left alone.
     Flash {
         #[command(flatten)]
         board: BoardArgs,

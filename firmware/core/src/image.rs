@@ -83,7 +83,8 @@ pub enum ImageError {
     #[error("the CRC's length word at 0x1010 says {stored} bytes, the file has {len}")]
     CrcLength { stored: u32, len: usize },
     #[error(
-        "bad CRC: the word at 0x1014 is {stored:#010x}, the file's bytes give {computed:#010x}"
+        "bad CRC (the one ESP.checkFlashCRC() checks): the word at 0x1014 is {stored:#010x}, \
+         the file's bytes give {computed:#010x}"
     )]
     BadCrc { stored: u32, computed: u32 },
 }

@@ -318,7 +318,7 @@ enum Edit {
 }
 
 /// Whatever byte changes, the firmware is refused: by the ROM's checks, eboot's reads, or the
-/// CRC that `ESP.checkFlashCRC()` checks.
+/// CRC that `ESP.checkFlashCRC()` checks, which alone catches every one.
 #[rstest]
 fn every_flipped_byte_is_refused() {
     let bin = firmware("app0001", 64);
@@ -327,6 +327,11 @@ fn every_flipped_byte_is_refused() {
         bad[at] ^= 0x01;
         let checked = parse_firmware(&bad).and_then(|fw| fw.check_file_crc());
         assert!(checked.is_err(), "byte {at:#x} flipped, yet accepted");
+        let crc = image::flash_crc(&bad).unwrap();
+        assert!(
+            crc.check_file(bad.len()).is_err(),
+            "byte {at:#x} flipped, yet the CRC matches"
+        );
     }
 }
 
@@ -340,8 +345,11 @@ fn every_flipped_byte_is_refused() {
     Edit::Word(CRC_LEN_AT, 4200),
     "the CRC's length word at 0x1010 says 4200 bytes, the file has "
 )]
-#[case::value(Edit::Byte(CRC_VAL_AT, 0), "bad CRC: the word at 0x1014 is 0x")]
-#[case::data(Edit::Byte(APP_START + 100, 0), "bad CRC: the word at 0x1014 is 0x")]
+#[case::value(
+    Edit::Byte(CRC_VAL_AT, 0),
+    "bad CRC (the one ESP.checkFlashCRC() checks): the word at 0x1014 is 0x"
+)]
+#[case::data(Edit::Byte(APP_START + 100, 0), "bad CRC (the one ESP.checkFlashCRC() checks): the word at 0x1014 is 0x")]
 fn crc_failures_are_named(#[case] edit: Edit, #[case] needle: &str) {
     let mut bin = firmware("app0001", 100);
     match edit {
