@@ -16,13 +16,13 @@ use rstest::rstest;
 
 fn make_image(dir: &Path, id: &str, size: usize) -> PathBuf {
     let path = dir.join(format!("{id}.bin"));
-    let size = size.to_string();
+    let size_arg = size.to_string();
     let out = relay_hil(&[
         "image",
         "--build-id",
         id,
         "--size",
-        &size,
+        &size_arg,
         "-o",
         path.to_str().unwrap(),
     ]);
@@ -31,6 +31,13 @@ fn make_image(dir: &Path, id: &str, size: usize) -> PathBuf {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A firmware.bin as elf2bin writes it, about `size` bytes.
+    let bytes = std::fs::read(&path).unwrap();
+    let fw = image::parse_firmware(&bytes).unwrap();
+    assert!(fw.app.is_some(), "an application at 0x1000");
+    assert_eq!(fw.check_file_crc(), Ok(()));
+    assert_eq!(fw.build_id().as_deref(), Some(id));
+    assert!(bytes.len().abs_diff(size) <= 16, "{} bytes", bytes.len());
     path
 }
 
@@ -88,36 +95,63 @@ fn flash_writes_the_image_boots_it_then_skips_the_same_build_until_forced() {
 fn bad_images_are_refused_before_the_board_is_touched() {
     let dir = temp_dir("flash-refuse");
     let flash_file = dir.join("board.flash");
-    let good = make_image(&dir, "keep001", 4_000);
+    let good = make_image(&dir, "keep001", 5_000);
     assert_eq!(flash_cli(&good, &flash_file, &[]).0, 0);
     let before = std::fs::read(&flash_file).unwrap();
 
     let bytes = std::fs::read(&good).unwrap();
     let mut bad_magic = bytes.clone();
     bad_magic[0] = 0x7f;
-    let mut bad_sum = bytes.clone();
-    let inside = bad_sum.len() - 20;
-    bad_sum[inside] ^= 0x01;
+    let mut bad_crc = bytes.clone();
+    let inside = bad_crc.len() - 20;
+    bad_crc[inside] ^= 0x01;
+    let record = image::build_id_record("big0001");
+    let filler = vec![0x5a; 600 << 10];
     // Declares a 512 KiB flash and is bigger than that.
-    let record = relay_core::image::build_id_record("big0001");
-    let too_big = relay_core::image::build(
-        0x4010_0000,
+    let too_big = image::build_firmware(
         0,
-        &[
-            (0x3ffe_8000, &record),
-            (0x4020_1010, &vec![0x5a; 600 << 10]),
-        ],
+        &image::AppSections {
+            irom0_text: &filler,
+            rodata: &record,
+            ..Default::default()
+        },
     );
-    let no_id = relay_core::image::build(0x4010_0000, 4, &[(0x4010_0000, b"someone else's")]);
+    let no_id = image::build_firmware(
+        4,
+        &image::AppSections {
+            rodata: b"someone else's",
+            ..Default::default()
+        },
+    );
+    // The bootloader's image says its segment is longer than the file.
+    let mut bad_boot = bytes.clone();
+    bad_boot[12..16].copy_from_slice(&0x10_0000u32.to_le_bytes());
+    // The application's last segment reaches past the end of the file.
+    let mut short_app = bytes.clone();
+    short_app.truncate(short_app.len() - 24);
     for (name, data, needle) in [
         ("magic", bad_magic, "not the magic 0xe9"),
-        ("checksum", bad_sum, "bad checksum"),
+        (
+            "crc",
+            bad_crc,
+            "bad CRC (the one ESP.checkFlashCRC() checks)",
+        ),
         (
             "big",
             too_big,
             "bigger than the board's 524288-byte flash it declares",
         ),
         ("foreign", no_id, "carries no relay build id"),
+        (
+            "boot",
+            bad_boot,
+            "truncated image: segment 0 (1048576 bytes) needs bytes 16..1048592",
+        ),
+        (
+            "short",
+            short_app,
+            "truncated image: the application's segment 4 (",
+        ),
     ] {
         let path = dir.join(format!("{name}.bin"));
         std::fs::write(&path, data).unwrap();
