@@ -30,8 +30,10 @@ pub struct Image {
 }
 
 impl Image {
-    /// Reads and verifies `path`: an ESP8266 image (magic, segments, checksum, and the size its
-    /// header declares) that carries a relay build id.
+    /// Reads and verifies `path`: what the ROM checks of the image at 0x0 (magic, segments,
+    /// checksum), what eboot reads of an application at 0x1000 (whole header and segments), the
+    /// length and CRC elf2bin stored in such a firmware, which `ESP.checkFlashCRC()` checks
+    /// (cores/esp8266/Esp.cpp:466-480), the size the header declares, and a relay build id.
     pub fn load(path: &Path) -> Result<Image> {
         let bad = |reason: String| HilError::BadImage {
             path: path.to_owned(),
@@ -39,7 +41,10 @@ impl Image {
         };
         let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
         let fw = relay_core::image::parse_firmware(&bytes).map_err(|e| bad(e.to_string()))?;
-        fw.fits(fw.images[0].flash_size)
+        // The file as elf2bin wrote it: on the chip, the CRC covers the flash from 0x0 for the
+        // length it stored.
+        fw.check_file_crc().map_err(|e| bad(e.to_string()))?;
+        fw.fits(fw.boot.flash_size)
             .map_err(|e| bad(format!("{e} it declares")))?;
         let build_id = fw.build_id().ok_or_else(|| {
             bad(

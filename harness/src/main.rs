@@ -138,8 +138,8 @@ enum Command {
     /// Flash a relay image through the ROM serial loader (espflash), reset, and wait for the
     /// banner with the image's build id.
     ///
-    /// The image is checked first (magic, checksum, size, relay build id): a bad one is refused
-    /// before the board is touched. A board already running the image's build is left alone.
+    /// The image is checked first (magic, checksum, whole segments, elf2bin's CRC, size, relay
+    /// build id): a bad one is refused before the board is touched. A board already running the image's build is left alone.
     Flash {
         #[command(flatten)]
         board: BoardArgs,
@@ -147,8 +147,9 @@ enum Command {
         #[command(flatten)]
         firmware: FirmwareArgs,
     },
-    /// Write a relay image for the virtual board: a valid ESP8266 image carrying a build id
-    /// and no code (a NodeMCU would not run it).
+    /// Write a relay image for the virtual board: a firmware file in the ESP8266 Arduino core's
+    /// layout (a bootloader's image at 0x0, the application at 0x1000, elf2bin's CRC) that
+    /// carries a build id and no code (a NodeMCU would not run it).
     Image {
         /// Build id to carry [default: the digest of the core's sources].
         #[arg(long, value_name = "ID")]
@@ -158,8 +159,9 @@ enum Command {
         #[arg(short, long, value_name = "PATH")]
         out: PathBuf,
 
-        /// Pad it with a filler segment to about this many bytes, as big as a real firmware
-        /// (a NodeMCU relay build is about 300 KB), to measure flashing.
+        /// Pad the application with filler to make the file about this many bytes, as big as a
+        /// real firmware (a NodeMCU relay build is about 300 KB), to measure flashing. The
+        /// smallest file is a little over 4 KiB: the application starts at 0x1000.
         #[arg(long, value_name = "BYTES", default_value_t = 0)]
         size: usize,
     },
@@ -399,23 +401,32 @@ fn run_id() -> String {
     )
 }
 
-/// Writes a virtual-board relay image: a header, one segment with the build id record.
+/// Writes a virtual-board relay image: a firmware file in the ESP8266 Arduino core's layout
+/// ([`relay_core::image::build_firmware`]), the build id record in the application's `.rodata`.
 fn image(build_id: Option<String>, out: &std::path::Path, size: usize) -> ExitCode {
+    use relay_core::image::{APP_START, AppSections, build_firmware, build_id_record};
     let id = build_id.unwrap_or_else(|| relay_core::SOURCE_ID.to_owned());
-    let record = relay_core::image::build_id_record(&id);
+    let record = build_id_record(&id);
     if relay_core::image::find_build_id(&record).as_deref() != Some(id.as_str()) {
         eprintln!("relay-hil: build id `{id}` must be 1 to 40 letters, digits, `.`, `_` or `-`");
         return ExitCode::from(2);
     }
+    // What the file takes besides the filler: the bootloader and its padding, the application's
+    // header, five segment headers, the CRC words and the record.
+    let fixed = APP_START + 8 + 5 * 8 + 8 + record.len();
     // Filler that varies like code does, so SLIP escaping costs what it would.
-    let filler: Vec<u8> = (0..size.saturating_sub(64) as u32)
+    let filler: Vec<u8> = (0..size.saturating_sub(fixed) as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
-    let mut segments = vec![(0x3ffe_8000, record.as_slice())];
-    if !filler.is_empty() {
-        segments.push((0x4020_1010, filler.as_slice()));
-    }
-    let bytes = relay_core::image::build(0x4010_0000, 4, &segments);
+    let bytes = build_firmware(
+        4,
+        &AppSections {
+            entry: 0x4010_0000,
+            irom0_text: &filler,
+            rodata: &record,
+            ..AppSections::default()
+        },
+    );
     match std::fs::write(out, &bytes) {
         Ok(()) => {
             println!("{}: build {id}, {} bytes", out.display(), bytes.len());

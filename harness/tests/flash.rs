@@ -6,21 +6,23 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{printed, relay_hil, temp_dir};
+use relay_core::image;
 use relay_hil::board::Board;
 use relay_hil::error::HilError;
 use relay_hil::flash::{self, Flashed, Image, Progress};
 use relay_hil::select::Selection;
 use relay_hil::serial::VirtualPort;
+use rstest::rstest;
 
 fn make_image(dir: &Path, id: &str, size: usize) -> PathBuf {
     let path = dir.join(format!("{id}.bin"));
-    let size = size.to_string();
+    let size_arg = size.to_string();
     let out = relay_hil(&[
         "image",
         "--build-id",
         id,
         "--size",
-        &size,
+        &size_arg,
         "-o",
         path.to_str().unwrap(),
     ]);
@@ -29,6 +31,13 @@ fn make_image(dir: &Path, id: &str, size: usize) -> PathBuf {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A firmware.bin as elf2bin writes it, about `size` bytes.
+    let bytes = std::fs::read(&path).unwrap();
+    let fw = image::parse_firmware(&bytes).unwrap();
+    assert!(fw.app.is_some(), "an application at 0x1000");
+    assert_eq!(fw.check_file_crc(), Ok(()));
+    assert_eq!(fw.build_id().as_deref(), Some(id));
+    assert!(bytes.len().abs_diff(size) <= 16, "{} bytes", bytes.len());
     path
 }
 
@@ -86,36 +95,63 @@ fn flash_writes_the_image_boots_it_then_skips_the_same_build_until_forced() {
 fn bad_images_are_refused_before_the_board_is_touched() {
     let dir = temp_dir("flash-refuse");
     let flash_file = dir.join("board.flash");
-    let good = make_image(&dir, "keep001", 4_000);
+    let good = make_image(&dir, "keep001", 5_000);
     assert_eq!(flash_cli(&good, &flash_file, &[]).0, 0);
     let before = std::fs::read(&flash_file).unwrap();
 
     let bytes = std::fs::read(&good).unwrap();
     let mut bad_magic = bytes.clone();
     bad_magic[0] = 0x7f;
-    let mut bad_sum = bytes.clone();
-    let inside = bad_sum.len() - 20;
-    bad_sum[inside] ^= 0x01;
+    let mut bad_crc = bytes.clone();
+    let inside = bad_crc.len() - 20;
+    bad_crc[inside] ^= 0x01;
+    let record = image::build_id_record("big0001");
+    let filler = vec![0x5a; 600 << 10];
     // Declares a 512 KiB flash and is bigger than that.
-    let record = relay_core::image::build_id_record("big0001");
-    let too_big = relay_core::image::build(
-        0x4010_0000,
+    let too_big = image::build_firmware(
         0,
-        &[
-            (0x3ffe_8000, &record),
-            (0x4020_1010, &vec![0x5a; 600 << 10]),
-        ],
+        &image::AppSections {
+            irom0_text: &filler,
+            rodata: &record,
+            ..Default::default()
+        },
     );
-    let no_id = relay_core::image::build(0x4010_0000, 4, &[(0x4010_0000, b"someone else's")]);
+    let no_id = image::build_firmware(
+        4,
+        &image::AppSections {
+            rodata: b"someone else's",
+            ..Default::default()
+        },
+    );
+    // The bootloader's image says its segment is longer than the file.
+    let mut bad_boot = bytes.clone();
+    bad_boot[12..16].copy_from_slice(&0x10_0000u32.to_le_bytes());
+    // The application's last segment reaches past the end of the file.
+    let mut short_app = bytes.clone();
+    short_app.truncate(short_app.len() - 24);
     for (name, data, needle) in [
         ("magic", bad_magic, "not the magic 0xe9"),
-        ("checksum", bad_sum, "bad checksum"),
+        (
+            "crc",
+            bad_crc,
+            "bad CRC (the one ESP.checkFlashCRC() checks)",
+        ),
         (
             "big",
             too_big,
             "bigger than the board's 524288-byte flash it declares",
         ),
         ("foreign", no_id, "carries no relay build id"),
+        (
+            "boot",
+            bad_boot,
+            "truncated image: segment 0 (1048576 bytes) needs bytes 16..1048592",
+        ),
+        (
+            "short",
+            short_app,
+            "truncated image: the application's segment 4 (",
+        ),
     ] {
         let path = dir.join(format!("{name}.bin"));
         std::fs::write(&path, data).unwrap();
@@ -141,6 +177,82 @@ fn bad_images_are_refused_before_the_board_is_touched() {
         text.contains("missing.bin: not a flashable relay image"),
         "{text}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A relay firmware.bin exactly as the ESP8266 Arduino core's elf2bin writes one.
+fn firmware_file(id: &str) -> Vec<u8> {
+    let code: Vec<u8> = (0..3000u32).map(|i| (i * 7 + 1) as u8).collect();
+    let rodata = [b"relay ready \0".as_slice(), &image::build_id_record(id)].concat();
+    image::build_firmware(
+        4,
+        &image::AppSections {
+            entry: 0x4010_0004,
+            irom0_text: &code,
+            text: &[0x11; 200],
+            text1: &[0x22; 40],
+            data: &[0x33; 24],
+            rodata: &rodata,
+        },
+    )
+}
+
+/// `ESP.checkFlashCRC()`'s CRC covers the whole file: a byte flipped anywhere is refused before
+/// the board is touched, by the ROM's checks where they see it (the bootloader's image), else
+/// by the CRC.
+#[rstest]
+fn a_flipped_byte_anywhere_is_refused_before_the_board_is_touched() {
+    let dir = temp_dir("flash-crc");
+    let flash_file = dir.join("board.flash");
+    let good = firmware_file("crc0001");
+    let path = dir.join("firmware.bin");
+    std::fs::write(&path, &good).unwrap();
+    let (code, text) = flash_cli(&path, &flash_file, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("runs build crc0001"), "{text}");
+    let before = std::fs::read(&flash_file).unwrap();
+
+    let fw = image::parse_firmware(&good).unwrap();
+    let boot_end = fw.boot.len;
+    let app = fw.app.as_ref().unwrap();
+    let record = good
+        .windows(15)
+        .rposition(|w| w == b"relay-build-id:")
+        .unwrap();
+    let rom = "bad checksum: the image stores";
+    let crc = "bad CRC (the one ESP.checkFlashCRC() checks)";
+    for (at, needle) in [
+        (0x10, rom),                 // eboot's .text
+        (boot_end - 1, rom),         // eboot's checksum
+        (boot_end, crc),             // elf2bin's 0xAA padding
+        (image::APP_START - 1, crc), // the same, last byte
+        (image::APP_START, crc),     // the application's magic, which eboot never reads
+        (image::APP_START + 3, crc), // its flash size and speed
+        (image::APP_START + 4, crc), // its entry
+        (image::CRC_LEN_AT, "the CRC's length word at 0x1010 says"),
+        (image::CRC_VAL_AT + 3, crc), // the CRC itself
+        (image::CRC_VAL_AT + 4, crc), // the first byte of code
+        (0x1800, crc),                // code, in the middle
+        (record + 16, crc),           // the build id
+        (app.end - 1, crc),           // the application's checksum, which eboot never reads
+    ] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x01;
+        std::fs::write(&path, &bad).unwrap();
+        let (code, text) = flash_cli(&path, &flash_file, &["--force"]);
+        assert_eq!(code, 2, "byte {at:#x}: {text}");
+        assert!(
+            text.contains("firmware.bin: not a flashable relay image: ") && text.contains(needle),
+            "byte {at:#x}: {text}"
+        );
+        assert_eq!(text.lines().count(), 2, "one line and a hint: {text}");
+        assert!(!text.contains("flashing "), "byte {at:#x}: {text}");
+        assert_eq!(
+            std::fs::read(&flash_file).unwrap(),
+            before,
+            "byte {at:#x}: the flash is untouched"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

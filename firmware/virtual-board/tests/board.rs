@@ -419,14 +419,20 @@ fn flash_path(tag: &str) -> std::path::PathBuf {
     p
 }
 
+/// A relay firmware.bin as the ESP8266 Arduino core's elf2bin writes it: the ROM boots the
+/// bootloader at 0x0, which boots the application, and its build id, at 0x1000.
 fn relay_image(build_id: &str) -> Vec<u8> {
-    use relay_core::image::{build, build_id_record};
+    use relay_core::image::{AppSections, build_firmware, build_id_record};
     let code = vec![0x55u8; 300];
     let rodata = build_id_record(build_id);
-    build(
-        0x4010_0004,
+    build_firmware(
         4,
-        &[(0x4010_0000, &code), (0x3ffe_8000, &rodata)],
+        &AppSections {
+            entry: 0x4010_0004,
+            irom0_text: &code,
+            rodata: &rodata,
+            ..AppSections::default()
+        },
     )
 }
 
