@@ -4,6 +4,11 @@
 // Boot: Serial at RELAY_BAUD, the boot line and the provisioning exchange (credentials kept in
 // the EEPROM sector), WiFi in station mode with automatic reconnection, then the data server on
 // RELAY_PORT, the status channel on RELAY_STATUS_PORT, and the banner.
+//
+// loop() never waits. On the ESP8266 core 3.1.2 many WiFiClient calls block the whole relay
+// (firmware/arduino-host/README.md lists them), so this pump uses only calls that take what is
+// there: the peek buffer for input, writes that fit lwIP's buffers for output, and closing by
+// letting go of the last WiFiClient, which does not wait for acknowledgements.
 #include <Arduino.h>
 #include <EEPROM.h>
 #include <ESP8266WiFi.h>
@@ -22,19 +27,103 @@
 #ifndef RELAY_STATUS_PORT
 #define RELAY_STATUS_PORT 8889
 #endif
+// A client that vanishes (power, roaming) is dropped after idle + interval * count seconds.
+#ifndef RELAY_KEEPALIVE_IDLE_S
+#define RELAY_KEEPALIVE_IDLE_S 30
+#endif
+#ifndef RELAY_KEEPALIVE_INTERVAL_S
+#define RELAY_KEEPALIVE_INTERVAL_S 5
+#endif
+#ifndef RELAY_KEEPALIVE_COUNT
+#define RELAY_KEEPALIVE_COUNT 3
+#endif
 
-// What relay-hil and the virtual board read out of the image to name this build.
-extern "C" const char relay_build_id_record[] __attribute__((used)) =
-    "relay-build-id:" RELAY_BUILD_ID;
+// What relay-hil and the virtual board read out of the image to name this build. The boot line
+// and the banner print the id from here, so the linker keeps the record.
+extern "C" const char relay_build_id_record[] = "relay-build-id:" RELAY_BUILD_ID;
+static const char *const build_id = relay_build_id_record + sizeof "relay-build-id:" - 1;
+
+// The UART receive ring: about 90 ms of input at 115200 baud while loop() is elsewhere.
+static const size_t UART_RX_BUFFER = 1024;
+// Most UART bytes handed to the core per pass; the core never takes more than a queue holds.
+static const size_t UART_CHUNK = 256;
+
+// lwIP's send pools in the core's lwip2-536-feat build (tools/sdk/lwip2/include/lwipopts.h):
+// segments of TCP_MSS bytes (set by the build), and 10 of them (MEMP_NUM_TCP_SEG) for every
+// connection together. A write that finds none free blocks in WiFiClient::write for up to
+// 5 s, so each relay client keeps at most SEGMENTS_PER_CLIENT writes of at most one segment in
+// flight, and the status channel and refusals one more: within the pool, with one left for a
+// FIN or a SYN-ACK.
+static const size_t SEGMENT = TCP_MSS;
+static const size_t SEGMENT_POOL = 10;
+static const size_t SEGMENTS_PER_CLIENT = 2;
+static_assert(RELAY_MAX_CLIENTS * SEGMENTS_PER_CLIENT + 2 <= SEGMENT_POOL,
+              "relay clients, the status channel and a FIN must fit lwIP's segment pool");
 
 static relay_t relay;
 static WiFiServer server(RELAY_PORT);
 static WiFiServer status_server(RELAY_STATUS_PORT);
-static WiFiClient clients[RELAY_MAX_CLIENTS];
 static char text[RELAY_STATUS_MAX];
 
-// Most UART bytes handed to the core per pass; the core never takes more than a queue holds.
-static const size_t UART_CHUNK = 256;
+// A connection we write to, and the writes lwIP has not had acknowledged yet.
+struct Peer {
+    WiFiClient client;
+    size_t sndbuf = 0; // availableForWrite() of the fresh connection: lwIP's TCP_SND_BUF
+    size_t in_flight[SEGMENTS_PER_CLIENT] = {};
+    size_t writes = 0;
+
+    void take(const WiFiClient &c) {
+        client = c;
+        sndbuf = static_cast<size_t>(client.availableForWrite());
+        writes = 0;
+    }
+
+    // Acknowledged bytes free whole writes, oldest first: lwIP frees a segment only once all
+    // of it is acknowledged.
+    void settle() {
+        const size_t room = static_cast<size_t>(client.availableForWrite());
+        size_t unacked = sndbuf > room ? sndbuf - room : 0;
+        size_t total = 0;
+        for (size_t i = 0; i < writes; i++) {
+            total += in_flight[i];
+        }
+        size_t acked = total > unacked ? total - unacked : 0;
+        while (writes > 0 && in_flight[0] <= acked) {
+            acked -= in_flight[0];
+            for (size_t i = 1; i < writes; i++) {
+                in_flight[i - 1] = in_flight[i];
+            }
+            writes--;
+        }
+    }
+
+    // Writes what lwIP takes now: nothing past the send buffer, at most one segment per write,
+    // and no more writes in flight than the budget.
+    size_t send(const uint8_t *data, size_t n, size_t budget) {
+        settle();
+        const size_t room = static_cast<size_t>(client.availableForWrite());
+        size_t len = n < room ? n : room;
+        len = len < SEGMENT ? len : SEGMENT;
+        if (len == 0 || writes >= budget) {
+            return 0;
+        }
+        const size_t wrote = client.write(data, len);
+        if (wrote > 0) {
+            in_flight[writes++] = wrote;
+        }
+        return wrote;
+    }
+
+    // Lets go without waiting: the last reference closes the connection (FIN after what is
+    // queued) with no flush, where stop() and abort() wait up to 300 ms for acknowledgements.
+    void release() { client = WiFiClient(); }
+};
+
+static Peer peers[RELAY_MAX_CLIENTS];
+// The status channel sends its text in segments across passes, then closes.
+static Peer status_peer;
+static size_t status_len = 0;
+static size_t status_sent = 0;
 
 static void say(const char *s, size_t n) {
     Serial.write(reinterpret_cast<const uint8_t *>(s), n < sizeof text ? n : sizeof text - 1);
@@ -44,7 +133,7 @@ static void say(const char *s, size_t n) {
 // when some are stored, until some arrive when none are.
 static void provision(relay_wifi_t *wifi) {
     bool have = relay_wifi_decode(EEPROM.getConstDataPtr(), RELAY_CRED_RECORD_SIZE, wifi);
-    say(text, relay_format_boot(have ? wifi : nullptr, RELAY_BUILD_ID, text, sizeof text));
+    say(text, relay_format_boot(have ? wifi : nullptr, build_id, text, sizeof text));
     relay_provision_t request = {};
     const uint32_t start = millis();
     while (!have || millis() - start < RELAY_PROVISION_LISTEN_MS) {
@@ -71,6 +160,7 @@ static void provision(relay_wifi_t *wifi) {
 static void join(const relay_wifi_t *wifi) {
     WiFi.persistent(false); // the credentials live in the relay's record, not the SDK's
     WiFi.mode(WIFI_STA);
+    WiFi.setSleepMode(WIFI_NONE_SLEEP); // modem sleep would add up to a beacon interval of latency
     WiFi.setAutoReconnect(true);
     WiFi.begin(wifi->ssid, wifi->psk_len > 0 ? wifi->psk : nullptr);
     uint32_t last = millis();
@@ -87,7 +177,7 @@ static void join(const relay_wifi_t *wifi) {
 
 void setup() {
     Serial.begin(RELAY_BAUD);
-    Serial.setRxBufferSize(1024);
+    Serial.setRxBufferSize(UART_RX_BUFFER);
     EEPROM.begin(RELAY_CRED_RECORD_SIZE);
     relay_wifi_t wifi = {};
     provision(&wifi);
@@ -105,11 +195,25 @@ void setup() {
     }
     server.begin(RELAY_PORT, RELAY_MAX_CLIENTS + 1);
     server.setNoDelay(true);
-    status_server.begin();
+    if (RELAY_STATUS_PORT != 0) {
+        status_server.begin(RELAY_STATUS_PORT, 1);
+    }
 
     const String ip = WiFi.localIP().toString();
-    relay_banner_info_t info = {ip.c_str(), RELAY_BUILD_ID, RELAY_PORT, RELAY_STATUS_PORT};
+    relay_banner_info_t info = {ip.c_str(), build_id, RELAY_PORT, RELAY_STATUS_PORT};
     say(text, relay_format_banner(&relay, &info, text, sizeof text));
+}
+
+// A peer that closed or reset, and left nothing unread, frees its slot before anyone new is
+// accepted, so a connection that lwIP reset to make room can be replaced at once.
+static void reap_closed() {
+    for (int slot = 0; slot < RELAY_MAX_CLIENTS; slot++) {
+        WiFiClient &c = peers[slot].client;
+        if (relay_client_open(&relay, slot) && !c.connected() && c.available() == 0) {
+            relay_client_closed(&relay, slot); // drops any unterminated line
+            peers[slot].release();
+        }
+    }
 }
 
 static void accept_clients() {
@@ -117,54 +221,72 @@ static void accept_clients() {
         WiFiClient c = server.accept();
         const int slot = relay_accept(&relay);
         if (slot == RELAY_REJECTED) {
+            // One short segment into an empty send buffer, then c goes out of scope: closed.
             const size_t n = relay_format_reject(&relay, text, sizeof text);
             c.write(reinterpret_cast<const uint8_t *>(text), n);
-            c.stop();
             continue;
         }
-        c.setNoDelay(true);
-        clients[slot] = c;
+        // A peer that already reset has no PCB, and keepAlive() would dereference it.
+        if (c.connected()) {
+            c.keepAlive(RELAY_KEEPALIVE_IDLE_S, RELAY_KEEPALIVE_INTERVAL_S, RELAY_KEEPALIVE_COUNT);
+        }
+        peers[slot].take(c);
     }
-    if (status_server.hasClient()) {
-        WiFiClient s = status_server.accept();
+    // One status reply at a time; the next waits in the listener's backlog.
+    if (status_len == 0 && status_server.hasClient()) {
+        status_peer.take(status_server.accept());
+        status_peer.client.setNoDelay(true);
         const size_t n = relay_format_status(&relay, text, sizeof text);
-        s.write(reinterpret_cast<const uint8_t *>(text), n < sizeof text ? n : sizeof text - 1);
-        s.stop();
+        status_len = n < sizeof text ? n : sizeof text - 1;
+        status_sent = 0;
     }
 }
 
+static void send_status() {
+    if (status_len == 0) {
+        return;
+    }
+    if (status_peer.client.connected()) {
+        status_sent += status_peer.send(reinterpret_cast<const uint8_t *>(text) + status_sent,
+                                        status_len - status_sent, 1);
+        if (status_sent < status_len) {
+            return;
+        }
+    }
+    status_peer.release();
+    status_len = 0;
+}
+
 static void service_client(int slot) {
-    WiFiClient &c = clients[slot];
+    Peer &p = peers[slot];
     const uint8_t *data;
     size_t n;
     while ((n = relay_client_pending(&relay, slot, &data)) > 0) {
-        const size_t room = static_cast<size_t>(c.availableForWrite());
-        const size_t wrote = room > 0 ? c.write(data, n < room ? n : room) : 0;
+        const size_t wrote = p.send(data, n, SEGMENTS_PER_CLIENT);
         if (wrote == 0) {
             break;
         }
         relay_client_consume(&relay, slot, wrote);
     }
-    // Only what the core takes is read; the rest waits in lwIP, so TCP pushes back.
-    uint8_t buf[128];
-    while (c.available() > 0) {
-        const size_t peeked = c.peekBytes(buf, sizeof buf);
-        const size_t took = relay_client_input(&relay, slot, buf, peeked);
+    // Only what the core takes is consumed; the rest stays in lwIP, so TCP pushes back.
+    while ((n = p.client.peekAvailable()) > 0) {
+        const uint8_t *in = reinterpret_cast<const uint8_t *>(p.client.peekBuffer());
+        const size_t took = relay_client_input(&relay, slot, in, n);
         if (took > 0) {
-            c.read(buf, took);
+            p.client.peekConsume(took);
         }
-        if (took < peeked) {
+        if (took < n) {
             break;
         }
-    }
-    if (!c.connected()) {
-        relay_client_closed(&relay, slot); // drops any unterminated line
-        c.stop();
     }
 }
 
 void loop() {
     relay_tick(&relay, millis());
+    if (Serial.hasOverrun()) {
+        relay_uart_overrun(&relay);
+    }
+    reap_closed();
     accept_clients();
     for (int slot = 0; slot < RELAY_MAX_CLIENTS; slot++) {
         if (relay_client_open(&relay, slot)) {
@@ -173,16 +295,16 @@ void loop() {
     }
     int closing;
     while ((closing = relay_next_close(&relay)) >= 0) {
-        clients[closing].stop(); // stalled: the core has already freed the slot
+        peers[closing].release(); // stalled: the core has already freed the slot
     }
+    send_status();
 
     uint8_t uart[UART_CHUNK];
-    size_t got = 0;
-    while (got < sizeof uart && Serial.available() > 0) {
-        uart[got++] = static_cast<uint8_t>(Serial.read());
-    }
+    const int avail = Serial.available();
+    const size_t want = avail > 0 ? static_cast<size_t>(avail) : 0;
+    const int got = want > 0 ? Serial.read(uart, want < sizeof uart ? want : sizeof uart) : 0;
     if (got > 0) {
-        relay_uart_input(&relay, uart, got);
+        relay_uart_input(&relay, uart, static_cast<size_t>(got));
     }
     const uint8_t *data;
     size_t n;

@@ -1,0 +1,2 @@
+#include <Arduino.h>
+void setup() {} void loop() {}
