@@ -3,6 +3,7 @@
 //! All three are driven through one `serialport::SerialPort` (see [`crate::serial`]): a reset is
 //! the same DTR/RTS pulse whether it reaches a CP2102 or the virtual board's control socket.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -269,6 +270,37 @@ impl Board {
                 reason: "no reply before the banner timeout".into(),
             }),
         }
+    }
+
+    /// The virtual board's view of its firmware: how often it waited in loop(), overran its
+    /// UART, or lost a connection to lwIP's PCB pool (`counters` on the control socket).
+    /// `None` for real boards, which cannot count these.
+    pub async fn firmware_counters(&self) -> Result<Option<BTreeMap<String, u64>>> {
+        let Some(control) = self.control else {
+            return Ok(None);
+        };
+        let reply = tokio::task::spawn_blocking(move || VirtualPort::command(control, "counters"))
+            .await
+            .map_err(|e| HilError::Control {
+                addr: control,
+                reason: e.to_string(),
+            })?
+            .map_err(|reason| HilError::Control {
+                addr: control,
+                reason,
+            })?;
+        let line = reply
+            .lines()
+            .find(|l| l.starts_with("counters"))
+            .unwrap_or("");
+        Ok(Some(
+            line.split(' ')
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.to_owned(), v.parse().ok()?))
+                })
+                .collect(),
+        ))
     }
 
     /// The status channel's text, if the board serves one.

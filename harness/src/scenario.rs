@@ -31,6 +31,8 @@ pub struct Scenario {
     pub about: &'static str,
     /// Why this board cannot run it, if it cannot.
     pub unsupported: fn(&Board) -> Option<String>,
+    /// The firmware counters (virtual board) this scenario may move; every other must stay 0.
+    pub allows: &'static [&'static str],
     run: Run,
 }
 
@@ -40,48 +42,56 @@ pub const ALL: &[Scenario] = &[
         name: "echo",
         about: "a line each way, byte-exact",
         unsupported: needs_line_mode,
+        allows: &[],
         run: |c| Box::pin(echo(c)),
     },
     Scenario {
         name: "echo_raw",
         about: "every byte value each way, raw mode",
         unsupported: needs_raw_mode,
+        allows: &[],
         run: |c| Box::pin(echo_raw(c)),
     },
     Scenario {
         name: "ordering",
         about: "concurrent clients: whole lines, each client's in order",
         unsupported: needs_line_mode,
+        allows: &[],
         run: |c| Box::pin(ordering(c)),
     },
     Scenario {
         name: "fan_out",
         about: "every client gets the same UART stream",
         unsupported: |_| None,
+        allows: &[],
         run: |c| Box::pin(fan_out(c)),
     },
     Scenario {
         name: "disconnect",
         about: "close, reset and close mid-line free the slot and leak nothing",
         unsupported: needs_line_mode,
+        allows: &[],
         run: |c| Box::pin(disconnect(c)),
     },
     Scenario {
         name: "capacity",
         about: "the client after the limit is refused; the others carry on",
         unsupported: needs_client_limit,
+        allows: &[],
         run: |c| Box::pin(capacity(c)),
     },
     Scenario {
         name: "overflow_guard",
         about: "max_line passes; longer lines are refused whole",
         unsupported: needs_guard,
+        allows: &[],
         run: |c| Box::pin(overflow_guard(c)),
     },
     Scenario {
         name: "slow_reader",
         about: "a stalled client is dropped and closed; the others lose nothing",
         unsupported: needs_stall_close,
+        allows: &[],
         run: |c| Box::pin(slow_reader(c)),
     },
 ];
@@ -145,17 +155,74 @@ impl Scenario {
             "# {}: max_clients={} max_line={} mode={} eol={}",
             self.name, limits.max_clients, limits.max_line, limits.mode, limits.eol
         ));
-        let outcome = match cx
+        let firmware_before = cx.board.firmware_counters().await;
+        let result = cx
             .settle()
             .await
             .and((self.run)(&mut cx).await)
-            .and(cx.close_all().await)
-        {
-            Ok(()) => Outcome::Pass,
-            Err(why) => Outcome::Fail(why),
+            .and(cx.close_all().await);
+        // What the firmware did that the chip must not: found in every scenario's end state.
+        let misdeeds = match (firmware_before, cx.board.firmware_counters().await) {
+            (Ok(Some(before)), Ok(Some(after))) => firmware_misdeeds(&before, &after, self.allows),
+            (Err(e), _) | (_, Err(e)) => Some(format!("cannot read the firmware counters: {e}")),
+            _ => None,
+        };
+        let outcome = match (result, misdeeds) {
+            (Ok(()), None) => Outcome::Pass,
+            (Ok(()), Some(m)) => Outcome::Fail(m),
+            (Err(why), None) => Outcome::Fail(why),
+            (Err(why), Some(m)) => Outcome::Fail(format!("{why}; and {m}")),
         };
         (outcome, cx.t)
     }
+}
+
+/// What each firmware counter of the virtual board means when it moves.
+const MISDEEDS: &[(&str, &str)] = &[
+    ("wait_peek", "WiFiClient::peekBytes waited for data"),
+    ("wait_read", "a timed read waited for data"),
+    (
+        "wait_write",
+        "WiFiClient::write waited for lwIP to take the data",
+    ),
+    (
+        "wait_flush",
+        "WiFiClient::stop/flush waited for acknowledgements",
+    ),
+    ("wait_delay", "delay() ran in loop()"),
+    ("wait_serial", "Serial.write waited for the transmit FIFO"),
+    (
+        "uart_overruns",
+        "the UART receive ring overran and lost bytes",
+    ),
+    (
+        "pcb_resets",
+        "lwIP reset a connection to free a PCB for a new one",
+    ),
+];
+
+/// The counters that moved and should not have, in words; `None` when the firmware behaved.
+fn firmware_misdeeds(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    allows: &[&str],
+) -> Option<String> {
+    let moved: Vec<String> = MISDEEDS
+        .iter()
+        .filter(|(k, _)| !allows.contains(k))
+        .filter_map(|(k, what)| {
+            let d = delta(before, after, k);
+            (d != 0).then(|| format!("{k} {d:+}: {what}"))
+        })
+        .collect();
+    if moved.is_empty() {
+        return None;
+    }
+    let blocked = delta(before, after, "blocked_ms");
+    Some(format!(
+        "the firmware did what the chip must not ({}; {blocked} ms blocked in loop())",
+        moved.join("; ")
+    ))
 }
 
 /// Fails the scenario with a message unless `cond` holds.
@@ -358,12 +425,10 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// `c` must be closed by the relay after receiving exactly `expected`.
-    async fn client_expect_close(
-        &mut self,
-        c: &mut Client,
-        expected: &[u8],
-    ) -> Result<(), Failure> {
+    /// `c` must be closed by the relay after receiving exactly `expected`; then it closes too,
+    /// as a client does when its peer has gone. (Left half-open it would hold one of the
+    /// ESP8266's five TCP PCBs, and the next connection would cost another client its own.)
+    async fn client_expect_close(&mut self, mut c: Client, expected: &[u8]) -> Result<(), Failure> {
         let got = c
             .until_eof(deadline())
             .await
@@ -379,6 +444,7 @@ impl Ctx<'_> {
             self.t.got(&c.name, &got);
         }
         self.t.note(format!("{} closed by the relay", c.name));
+        self.forget(&c);
         Ok(())
     }
 
@@ -590,9 +656,9 @@ async fn capacity(cx: &mut Ctx<'_>) -> Result<(), Failure> {
         clients.push(cx.connect().await?);
     }
     cx.send(&mut clients[0], b"par").await?;
-    let mut extra = cx.connect().await?;
+    let extra = cx.connect().await?;
     let busy = format!("!relay busy max_clients={n}\r\n");
-    cx.client_expect_close(&mut extra, busy.as_bytes()).await?;
+    cx.client_expect_close(extra, busy.as_bytes()).await?;
     cx.send(&mut clients[0], b"tial\n").await?;
     cx.uart_expect(b"partial").await?;
     for c in &mut clients {

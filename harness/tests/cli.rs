@@ -78,7 +78,7 @@ fn run_with_no_options_runs_everything_on_the_virtual_board() {
 #[rstest]
 fn run_against_a_relay_named_by_hand() {
     let mut relay = Command::new(BIN)
-        .args(["virtual-board", "--no-status"])
+        .args(["virtual-board"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -94,7 +94,12 @@ fn run_against_a_relay_named_by_hand() {
         .open()
         .unwrap();
     let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("relay ready ") {
+    let banner_done = |seen: &[u8]| {
+        let text = String::from_utf8_lossy(seen);
+        text.find("relay ready ")
+            .is_some_and(|at| text[at..].contains('\n'))
+    };
+    while !banner_done(&seen) {
         let mut buf = [0u8; 256];
         let n = uart.read(&mut buf).expect("the banner within 10 s");
         seen.extend_from_slice(&buf[..n]);
@@ -168,7 +173,13 @@ fn scenarios_and_boards_list_what_they_know() {
 fn run_with_a_profile_file_outside_the_fixtures() {
     let dir = temp_dir("own-profile");
     let profile = dir.join("mine.toml");
-    std::fs::write(&profile, "name = 'mine'\n[relay]\nmax_clients = 3\n").unwrap();
+    // The limits of the `tiny` firmware build, under another name.
+    std::fs::write(
+        &profile,
+        "name = 'mine'\n[relay]\nmax_clients = 2\nmax_line = 32\ntxq_size = 128\n\
+         uartq_size = 64\nstall_timeout_ms = 500\n[firmware]\nenv = 'tiny'\n",
+    )
+    .unwrap();
     let out = relay_hil(&[
         "run",
         "--only",
@@ -181,7 +192,7 @@ fn run_with_a_profile_file_outside_the_fixtures() {
     assert_passed(&out, &["capacity"]);
     let t = std::fs::read_to_string(dir.join("out/transcripts/capacity.txt")).unwrap();
     assert!(
-        t.contains("max_clients=3") && t.contains("!relay busy max_clients=3"),
+        t.contains("max_clients=2") && t.contains("!relay busy max_clients=2"),
         "{t}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

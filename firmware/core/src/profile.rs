@@ -28,6 +28,8 @@ pub struct Profile {
     pub net: NetSection,
     #[serde(default)]
     pub capabilities: Capabilities,
+    #[serde(default)]
+    pub firmware: FirmwareSection,
     /// The file this profile was read from: what to hand another process that needs it.
     #[serde(skip)]
     pub source: PathBuf,
@@ -67,7 +69,8 @@ impl Default for Capabilities {
 pub struct UartSection {
     /// Line rate in bits per second (8N1: ten bits a byte).
     pub baud: u32,
-    /// Pace the virtual board's UART at `baud`, both ways. Off runs as fast as it can.
+    /// Pace the virtual board's UART at `baud`, both ways, as the wire does (the default).
+    /// Off, the line is infinitely fast and waits for the firmware instead.
     pub pace: bool,
 }
 
@@ -75,7 +78,7 @@ impl Default for UartSection {
     fn default() -> Self {
         UartSection {
             baud: 115_200,
-            pace: false,
+            pace: true,
         }
     }
 }
@@ -94,6 +97,23 @@ impl Default for NetSection {
         NetSection {
             port: 8888,
             status_port: 8889,
+        }
+    }
+}
+
+/// The firmware build a profile describes: the virtual board runs that build, and a NodeMCU
+/// must be flashed with it for the profile's limits to hold.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FirmwareSection {
+    /// Its PlatformIO environment in firmware/esp8266/platformio.ini.
+    pub env: String,
+}
+
+impl Default for FirmwareSection {
+    fn default() -> Self {
+        FirmwareSection {
+            env: "nodemcuv2".into(),
         }
     }
 }

@@ -1,23 +1,24 @@
-//! The board's main loop: the same pump between sockets, UART and core as the ESP8266 sketch.
+//! The board: its UART and the wire's pace, the NodeMCU reset circuit, the ROM (boot checks and
+//! serial loader), the flash, and the firmware, which runs as its own process on the host layer.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use relay_core::provision::{self, Provisioner, Wifi};
-use relay_core::{Config, Relay};
+use arduino_host::{Executable, Kick, Options as FirmwareOptions, Page, Program, Running};
+use relay_core::provision::{self, Wifi};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::pace::Pacer;
 use crate::rom::{self, After, Loader};
 
-/// The board's flash file, written block by block as a flasher sends it.
-struct FileFlash<'a>(Option<&'a std::fs::File>);
+/// The board's flash, written block by block as a flasher sends it; none without a flash file.
+struct FileFlash<'a>(Option<&'a File>);
 
 impl rom::Flash for FileFlash<'_> {
     fn size(&self) -> usize {
@@ -32,90 +33,26 @@ impl rom::Flash for FileFlash<'_> {
     }
 }
 
-/// The network a board without a flash file has already joined (its loopback accepts any
-/// credentials); the harness offers it to a virtual board that has none.
+/// The network a board without a flash file has already joined; the harness offers it to a
+/// virtual board that has none of its own.
 pub fn built_in_wifi() -> Wifi {
     Wifi::new("virtual", "").expect("a valid open network")
 }
 
-/// Bytes read from a socket at a time.
-const READ_CHUNK: usize = 4096;
-/// The ESP8266 core's HardwareSerial RX buffer: the most one loop() pass takes from the UART.
-const UART_RX_BUFFER: usize = 256;
+/// The NodeMCU's flash: 4 MiB, erased to 0xFF as it leaves the factory.
+pub const FLASH_BYTES: usize = 4 << 20;
 
-/// How often the core's clock advances while nothing else happens.
+/// Most bytes moved from the pseudo-terminal at once.
+const READ_CHUNK: usize = 4096;
+/// How often the board looks at the firmware process while nothing else happens.
 pub const TICK: Duration = Duration::from_millis(20);
-/// The ESP8266 UART's transmit FIFO.
-const TX_FIFO: usize = 128;
-/// Staging for the UART when it is not paced: one pty write per this many bytes at most.
-const TX_STAGE: usize = 16 << 10;
-/// Pump passes before the loop yields to accept and control work.
+/// Pump passes before the loop yields to control work.
 const PASSES: usize = 32;
 /// EN's RC delay: the ROM samples GPIO0 this long after EN rises, so the brief both-lines-
 /// asserted state in esptool's loader sequence (EN high, GPIO0 high) does not boot the firmware.
 /// Longer than the board's ~1 ms so control-socket latency never matters, and well inside the
 /// 50 ms for which esptool and espflash hold GPIO0 low afterwards.
 pub const EN_DELAY: Duration = Duration::from_millis(25);
-
-/// What the banner says about the board beyond the core's own limits.
-#[derive(Clone, Debug)]
-pub struct Identity {
-    pub ip: String,
-    pub build_id: String,
-    pub port: u16,
-    pub status_port: u16,
-}
-
-struct Client {
-    stream: TcpStream,
-    /// Bytes read but not yet taken by the core: offered again once the UART drains.
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-    /// The peer finished sending; the slot closes once its last bytes are taken.
-    eof: bool,
-}
-
-pub struct Board {
-    relay: Relay,
-    identity: Identity,
-    uart: AsyncFd<OwnedFd>,
-    /// Bytes on their way to the UART: what the firmware prints itself (boot messages, the
-    /// banner) and what the core released. Staging lets one write carry many lines.
-    tx: VecDeque<u8>,
-    /// How much the core's output may stage: a 128-byte FIFO when paced, as on the chip, so
-    /// back-pressure reaches clients as it would there; more when unpaced, for fewer syscalls.
-    tx_cap: usize,
-    clients: Vec<Option<Client>>,
-    tx_pace: Option<Pacer>,
-    rx_pace: Option<Pacer>,
-    clock: Instant,
-    uart_buf: Box<[u8]>,
-    /// Largest UART read handed to the core at once: never more than a client queue holds,
-    /// so a reader that keeps up never drops.
-    uart_chunk: usize,
-    /// The last pump stopped early with work left: do not sleep.
-    busy: bool,
-    /// A paced read took all the wire allowed: more may be waiting on the UART.
-    rx_starved: bool,
-    /// The last UART read found nothing: read again only once the UART signals data.
-    rx_idle: bool,
-    /// Set by `ready()` when the UART signals data (it cannot take `&mut self`).
-    uart_readable: std::cell::Cell<bool>,
-    lines: Lines,
-    chip: Chip,
-    boot_at: Option<Instant>,
-    /// The board's flash, when it has one: what boots is the image in it. Without one, the
-    /// relay is built in, and the loader has nowhere to write.
-    flash: Option<std::path::PathBuf>,
-    flash_file: Option<std::fs::File>,
-    loader: Loader,
-    /// Credentials of a board without a flash file (with one, they live in its EEPROM sector).
-    wifi: Option<Wifi>,
-    provisioner: Provisioner,
-    /// While provisioning: when the firmware stops listening (`None`: once it has credentials).
-    listen_until: Option<Instant>,
-}
 
 /// The USB-serial adapter's modem lines, as the NodeMCU's two-transistor auto-reset circuit
 /// sees them: EN is pulled low only while RTS alone is asserted, GPIO0 only while DTR alone is.
@@ -148,63 +85,100 @@ pub enum Chip {
     Booting,
     /// Booted with GPIO0 low: the ROM serial loader waits for a host.
     Loader,
-    /// The firmware printed its boot line and listens for WiFi credentials on the UART.
-    Provisioning,
     /// Booted with GPIO0 high: the relay firmware runs.
     Running,
-    /// Booted with GPIO0 high, but no relay runs: the flash holds no valid image, or an image
-    /// of something else.
+    /// Booted with GPIO0 high, but nothing runs: the flash holds no valid relay image, or the
+    /// firmware stopped.
     Halted,
 }
 
-fn now_ms(clock: Instant) -> u32 {
-    // The core expects a free-running u32 millisecond counter, wrap included.
-    clock.elapsed().as_millis() as u32
+/// The firmware side of the board: which build runs, and what it shares with the board.
+pub struct Firmware {
+    pub program: &'static Program,
+    pub options: FirmwareOptions,
+    /// The build id a board without a flash file reports.
+    pub built_in_id: String,
+}
+
+/// A firmware process and its end of the UART.
+struct Process {
+    running: Running,
+    link: AsyncFd<OwnedFd>,
+    /// Bytes off the wire on their way to the firmware's UART.
+    to_chip: VecDeque<u8>,
+}
+
+pub struct Board {
+    uart: AsyncFd<OwnedFd>,
+    /// Bytes on their way to the wire: the ROM's messages and the firmware's output.
+    tx: VecDeque<u8>,
+    /// How many bytes at the front of `tx` the ROM put there: the rest left the firmware's
+    /// transmit FIFO, which hears about each byte the wire takes.
+    rom_bytes: usize,
+    tx_pace: Option<Pacer>,
+    rx_pace: Option<Pacer>,
+    uart_buf: Box<[u8]>,
+    /// The last pump stopped early with work left: do not sleep.
+    busy: bool,
+    /// A paced read took all the wire allowed: more may be waiting on the UART.
+    rx_starved: bool,
+    /// The last UART read found nothing: read again only once the UART signals data.
+    rx_idle: bool,
+    /// Set by `ready()` when the UART signals data (it cannot take `&mut self`).
+    uart_readable: std::cell::Cell<bool>,
+    lines: Lines,
+    chip: Chip,
+    boot_at: Option<Instant>,
+    /// The flash file, when the board has one; without one it boots its built-in relay from
+    /// a flash in memory, which the loader cannot write.
+    flash_path: Option<PathBuf>,
+    flash: File,
+    loader: Loader,
+    firmware: Firmware,
+    page: Page,
+    kick: Kick,
+    /// The executable of the build that last booted, by build id: rebooting reuses it.
+    exe: Option<(String, Executable)>,
+    process: Option<Process>,
+    build: Option<String>,
 }
 
 impl Board {
     pub fn new(
-        config: Config,
-        identity: Identity,
         uart: OwnedFd,
         pace_baud: Option<u32>,
-        flash: Option<std::path::PathBuf>,
+        flash_path: Option<PathBuf>,
+        firmware: Firmware,
     ) -> io::Result<Board> {
         let clock = Instant::now();
-        let relay = Relay::new(config, 0).map_err(io::Error::other)?;
+        let flash = match &flash_path {
+            Some(p) => std::fs::OpenOptions::new().read(true).write(true).open(p)?,
+            None => built_in_flash(&firmware.options.network)?,
+        };
         let mut board = Board {
-            relay,
-            identity,
             // SAFETY: an OwnedFd stays open and names the same file until the AsyncFd drops it.
             uart: unsafe { AsyncFd::register(uart) }?,
             tx: VecDeque::new(),
-            tx_cap: if pace_baud.is_some() {
-                TX_FIFO
-            } else {
-                TX_STAGE
-            },
-            clients: (0..config.max_clients).map(|_| None).collect(),
+            rom_bytes: 0,
             tx_pace: pace_baud.map(|b| Pacer::new(b, clock)),
             rx_pace: pace_baud.map(|b| Pacer::new(b, clock)),
-            clock,
-            uart_buf: vec![0; UART_RX_BUFFER].into_boxed_slice(),
-            uart_chunk: UART_RX_BUFFER.min(config.txq_size),
+            uart_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             busy: false,
             rx_starved: false,
             rx_idle: false,
             uart_readable: std::cell::Cell::new(false),
             lines: Lines::default(),
-            chip: Chip::Running,
+            chip: Chip::Held,
             boot_at: None,
-            flash_file: match &flash {
-                Some(p) => Some(std::fs::OpenOptions::new().read(true).write(true).open(p)?),
-                None => None,
-            },
+            flash_path,
             flash,
             loader: Loader::default(),
-            wifi: Some(built_in_wifi()),
-            provisioner: Provisioner::default(),
-            listen_until: None,
+            firmware,
+            page: Page::new().map_err(io::Error::other)?,
+            kick: Kick::new().map_err(io::Error::other)?,
+            exe: None,
+            process: None,
+            build: None,
         };
         board.boot(1);
         Ok(board)
@@ -216,27 +190,28 @@ impl Board {
         let text = format!(
             "\r\n ets Jan  8 2013,rst cause:{cause}, boot mode:({boot_mode})\r\n\r\n{then}"
         );
-        Self::tx_push(&mut self.tx, &mut self.tx_pace, text.as_bytes());
+        self.rom_push(text.as_bytes());
     }
 
-    /// Boots from flash (GPIO0 high): the ROM checks the image there and runs it; only an
-    /// image that carries a relay build id runs the relay firmware, which first prints its
-    /// boot line and listens for WiFi credentials.
+    /// Queues bytes the ROM sends (its messages, the loader's replies). The ROM speaks only
+    /// while no firmware runs, and a reset empties the queue, so its bytes come first.
+    fn rom_push(&mut self, bytes: &[u8]) {
+        Self::tx_push(&mut self.tx, &mut self.tx_pace, bytes);
+        self.rom_bytes += bytes.len();
+    }
+
+    /// Boots from flash (GPIO0 high): the ROM checks the image there, and only an image that
+    /// carries a relay build id runs the relay firmware.
     fn boot(&mut self, cause: u8) {
-        match self.firmware() {
-            Ok(build_id) => {
-                if let Some(id) = build_id {
-                    self.identity.build_id = id;
+        match self.image_in_flash() {
+            Ok(id) => {
+                self.rom_says(cause, "3,6", "");
+                if let Err(e) = self.start_firmware(&id) {
+                    tracing::error!("cannot start the firmware: {e}");
+                    self.chip = Chip::Halted;
+                    return;
                 }
-                let stored = self.stored_wifi();
-                let line = provision::boot_line(stored.as_ref(), &self.identity.build_id);
-                self.rom_says(cause, "3,6", &line);
-                self.chip = Chip::Provisioning;
-                self.provisioner = Provisioner::default();
-                self.listen_until = stored.map(|_| {
-                    Instant::now() + Duration::from_millis(u64::from(provision::LISTEN_MS))
-                });
-                tracing::info!(build = %self.identity.build_id, "booted: listening for credentials");
+                tracing::info!(build = %id, env = self.firmware.program.env, "booted the relay firmware");
             }
             Err(rom) => {
                 self.chip = Chip::Halted;
@@ -246,76 +221,45 @@ impl Board {
         }
     }
 
-    /// The network is joined (on loopback, at once): the relay starts and prints its banner.
-    fn start_relay(&mut self) {
-        self.listen_until = None;
-        self.chip = Chip::Running;
-        let id = &self.identity;
-        let banner = self
-            .relay
-            .banner(&id.ip, &id.build_id, id.port, id.status_port);
-        Self::tx_push(&mut self.tx, &mut self.tx_pace, banner.as_bytes());
-        tracing::info!(build = %self.identity.build_id, "running the relay");
-    }
-
-    /// The credentials in the EEPROM sector of the flash file, or the built-in ones.
-    fn stored_wifi(&self) -> Option<Wifi> {
-        use std::os::unix::fs::FileExt;
-        let Some(f) = &self.flash_file else {
-            return self.wifi.clone();
-        };
-        let at = f
-            .metadata()
-            .ok()?
-            .len()
-            .checked_sub(provision::RECORD_FROM_END as u64)?;
-        let mut rec = [0u8; provision::RECORD_SIZE];
-        f.read_exact_at(&mut rec, at).ok()?;
-        Wifi::from_record(&rec)
-    }
-
-    fn store_wifi(&mut self, wifi: &Wifi) {
-        use std::os::unix::fs::FileExt;
-        let Some(f) = &self.flash_file else {
-            self.wifi = Some(wifi.clone());
-            return;
-        };
-        let written = f.metadata().ok().and_then(|m| {
-            let at = m.len().checked_sub(provision::RECORD_FROM_END as u64)?;
-            f.write_all_at(&wifi.record(), at).ok()
+    fn start_firmware(&mut self, id: &str) -> Result<(), arduino_host::Error> {
+        let cached = self.exe.as_ref().is_some_and(|(have, _)| have == id);
+        if !cached {
+            let bytes = self.firmware.program.with_build_id(id)?;
+            self.exe = Some((id.to_owned(), Executable::new(&bytes)?));
+        }
+        let (_, exe) = self.exe.as_ref().expect("just built");
+        let running = arduino_host::boot(
+            exe,
+            self.flash.as_fd(),
+            &self.page,
+            &self.kick,
+            &self.firmware.options,
+        )?;
+        let link = running
+            .uart
+            .try_clone()
+            .map_err(|e| arduino_host::Error::Io {
+                what: "cannot share the UART link".into(),
+                source: e,
+            })?;
+        self.process = Some(Process {
+            running,
+            // SAFETY: as for the UART: the AsyncFd owns the descriptor it watches.
+            link: unsafe { AsyncFd::register(link) }.map_err(|e| arduino_host::Error::Io {
+                what: "cannot watch the UART link".into(),
+                source: e.into(),
+            })?,
+            to_chip: VecDeque::new(),
         });
-        if written.is_none() {
-            tracing::warn!("cannot store the credentials in the flash file");
-        }
+        self.chip = Chip::Running;
+        self.build = Some(id.to_owned());
+        Ok(())
     }
 
-    /// UART bytes while the firmware listens for credentials; the rest go to the relay once
-    /// it runs.
-    fn provision_input(&mut self, bytes: &[u8]) {
-        for (i, &b) in bytes.iter().enumerate() {
-            let Some(outcome) = self.provisioner.input(b) else {
-                continue;
-            };
-            let reply = provision::reply_line(&outcome);
-            Self::tx_push(&mut self.tx, &mut self.tx_pace, reply.as_bytes());
-            match outcome {
-                Ok(wifi) => {
-                    tracing::info!(?wifi, "provisioned");
-                    self.store_wifi(&wifi);
-                    self.start_relay();
-                    self.relay.uart_input(&bytes[i + 1..]);
-                    return;
-                }
-                Err(e) => tracing::info!("provisioning refused: {e}"),
-            }
-        }
-    }
-
-    /// What the flash holds: `Ok` with the build id of a relay image (`None`: the built-in
-    /// relay), or `Err` with what the ROM prints instead of running anything.
-    fn firmware(&self) -> Result<Option<String>, &'static str> {
-        let Some(path) = &self.flash else {
-            return Ok(None);
+    /// The build id of the relay image in flash, or what the ROM prints instead of running.
+    fn image_in_flash(&self) -> Result<String, &'static str> {
+        let Some(path) = &self.flash_path else {
+            return Ok(self.firmware.built_in_id.clone());
         };
         let bytes = std::fs::read(path).map_err(|e| {
             tracing::warn!("cannot read the flash {}: {e}", path.display());
@@ -323,13 +267,13 @@ impl Board {
         })?;
         // The ROM checks the image at 0x0; an Arduino bootloader there boots the one behind it.
         match relay_core::image::parse_firmware(&bytes) {
-            Ok(fw) => fw.build_id().map(Some).ok_or(""),
+            Ok(fw) => fw.build_id().ok_or(""),
             Err(relay_core::image::ImageError::BadChecksum { .. }) => Err("csum err\r\n"),
             Err(_) => Err("ets_main.c \r\n"),
         }
     }
 
-    /// Pulses EN: connections drop as the WiFi stack restarts, the relay starts afresh.
+    /// Pulses EN: the chip stops and starts again.
     pub fn reset(&mut self) {
         if self.chip == Chip::Off {
             return; // no power, no reset
@@ -338,13 +282,14 @@ impl Board {
         self.release();
     }
 
-    /// EN low: the chip stops, and with it the WiFi stack and every connection.
+    /// EN low: the chip stops, and with it its RAM, the WiFi stack and every connection.
     fn hold(&mut self) {
-        self.clients.iter_mut().for_each(|c| *c = None);
+        self.process = None;
+        self.build = None;
         self.tx.clear();
+        self.rom_bytes = 0;
         self.chip = Chip::Held;
         self.boot_at = None;
-        self.listen_until = None;
     }
 
     /// EN high: the ROM starts (cause 2, the EN pin).
@@ -357,20 +302,13 @@ impl Board {
     /// serial loader.
     fn start(&mut self, cause: u8) {
         if self.lines.gpio0_high() {
-            self.run_from_flash(cause);
+            self.boot(cause);
         } else {
             self.chip = Chip::Loader;
             self.loader = Loader::default();
             self.rom_says(cause, "1,7", "");
             tracing::info!("reset: ROM serial loader");
         }
-    }
-
-    /// A fresh relay core, and the firmware in flash booted over it.
-    fn run_from_flash(&mut self, cause: u8) {
-        self.relay = Relay::new(*self.relay.config(), now_ms(self.clock))
-            .expect("config was valid at start");
-        self.boot(cause);
     }
 
     /// Cuts or restores power. Power returning is a power-on reset (cause 1), and the ROM
@@ -415,40 +353,17 @@ impl Board {
 
     /// The running relay's build id, if a relay runs.
     pub fn build_id(&self) -> Option<&str> {
-        matches!(self.chip, Chip::Provisioning | Chip::Running)
-            .then_some(self.identity.build_id.as_str())
+        self.build.as_deref()
     }
 
-    pub fn status(&self) -> String {
-        self.relay.status()
-    }
-
-    pub fn accept(&mut self, stream: TcpStream) {
-        if self.chip != Chip::Running {
-            // No firmware, no WiFi: the connection dies at once.
-            tracing::debug!(
-                "connection refused: the relay is not running ({:?})",
-                self.chip
-            );
-            return;
+    /// The host layer's counters: what the firmware did that the chip must never do in loop(),
+    /// added up over every boot of this board.
+    pub fn counters(&self) -> String {
+        let mut text = String::from("counters");
+        for (k, v) in self.page.counters() {
+            text.push_str(&format!(" {k}={v}"));
         }
-        let _ = stream.set_nodelay(true);
-        match self.relay.accept() {
-            Some(slot) => {
-                tracing::debug!(slot, "client connected");
-                self.clients[slot] = Some(Client {
-                    stream,
-                    buf: vec![0; READ_CHUNK].into_boxed_slice(),
-                    start: 0,
-                    end: 0,
-                    eof: false,
-                });
-            }
-            None => {
-                tracing::debug!("client rejected: all slots taken");
-                tokio::spawn(reject(stream, self.relay.reject_line()));
-            }
-        }
+        text
     }
 
     /// Moves every byte that can move without waiting. Returns when nothing more can.
@@ -456,33 +371,29 @@ impl Board {
         if self.boot_at.is_some_and(|t| Instant::now() >= t) {
             self.release();
         }
-        if self.chip == Chip::Provisioning && self.listen_until.is_some_and(|t| Instant::now() >= t)
-        {
-            self.start_relay();
-        }
-        self.relay.tick(now_ms(self.clock));
+        self.watch_firmware();
         for _ in 0..PASSES {
-            let mut progress = self.read_uart();
-            for slot in 0..self.clients.len() {
-                progress |= self.service_client(slot);
-            }
-            // Write once the core has nothing more to give, or the stage is full.
-            let staged = self.stage();
-            if !staged || self.tx.len() >= self.tx_cap {
-                progress |= self.write_uart();
-            }
-            progress |= staged;
-            while let Some(slot) = self.relay.next_close() {
-                tracing::debug!(slot, "client closed: stalled");
-                self.clients[slot] = None;
-                progress = true;
-            }
+            let progress =
+                self.read_uart() | self.feed_firmware() | self.drain_firmware() | self.write_uart();
             if !progress {
                 self.busy = false;
                 return;
             }
         }
         self.busy = true;
+    }
+
+    /// A firmware that exits on its own has crashed: the chip is halted until the next reset.
+    fn watch_firmware(&mut self) {
+        let Some(p) = self.process.as_mut() else {
+            return;
+        };
+        if let Ok(Some(status)) = p.running.child.try_wait() {
+            tracing::error!("the firmware stopped ({status}); the board halts until a reset");
+            self.process = None;
+            self.build = None;
+            self.chip = Chip::Halted;
+        }
     }
 
     fn read_uart(&mut self) -> bool {
@@ -497,12 +408,17 @@ impl Board {
             }
             self.rx_idle = false;
         }
-        let budget = self
-            .rx_pace
-            .as_mut()
-            .map_or(usize::MAX, |p| p.available(now));
-        let n = budget.min(self.uart_chunk);
-        self.rx_starved = n == 0;
+        // Unpaced, the wire is infinitely fast but waits for the firmware to take what it
+        // carries, so the pseudo-terminal pushes back; paced, bytes arrive at the line rate
+        // whether or not the firmware keeps up, and its receive ring overruns as the chip's.
+        let backlog = self.process.as_ref().map_or(0, |p| p.to_chip.len());
+        let budget = match self.rx_pace.as_mut() {
+            Some(p) => p.available(now),
+            None if backlog > 0 => 0,
+            None => usize::MAX,
+        };
+        let n = budget.min(self.uart_buf.len());
+        self.rx_starved = n == 0 && self.rx_pace.is_some();
         if n == 0 {
             return false;
         }
@@ -519,18 +435,18 @@ impl Board {
                 // Fewer bytes than asked for: the UART is drained, and idle until it signals.
                 self.rx_idle = got < n;
                 match self.chip {
-                    Chip::Running => self.relay.uart_input(&self.uart_buf[..got]),
-                    Chip::Provisioning => {
-                        let bytes = self.uart_buf[..got].to_vec();
-                        self.provision_input(&bytes);
+                    Chip::Running => {
+                        if let Some(p) = self.process.as_mut() {
+                            p.to_chip.extend(&self.uart_buf[..got]);
+                        }
                     }
                     Chip::Loader => {
-                        let mut flash = FileFlash(self.flash_file.as_ref());
+                        let mut flash = FileFlash(self.flash_path.as_ref().map(|_| &self.flash));
                         let (reply, after) = self.loader.input(&self.uart_buf[..got], &mut flash);
-                        Self::tx_push(&mut self.tx, &mut self.tx_pace, &reply);
+                        self.rom_push(&reply);
                         if after == After::Run {
                             // The ROM jumps from its loader to the firmware in flash.
-                            self.run_from_flash(2);
+                            self.boot(2);
                         }
                     }
                     // Held in reset, or halted: nothing reads the UART.
@@ -545,6 +461,41 @@ impl Board {
         }
     }
 
+    /// Hands the wire's bytes to the firmware's UART.
+    fn feed_firmware(&mut self) -> bool {
+        let Some(p) = self.process.as_mut() else {
+            return false;
+        };
+        let mut progress = false;
+        while !p.to_chip.is_empty() {
+            let (head, _) = p.to_chip.as_slices();
+            match nix::unistd::write(p.link.get_ref(), head) {
+                Ok(n) => {
+                    p.to_chip.drain(..n);
+                    progress = true;
+                }
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(_) => break, // the firmware is gone; watch_firmware notices
+            }
+        }
+        progress
+    }
+
+    /// Takes what the firmware put in its transmit FIFO: never more than the FIFO holds.
+    fn drain_firmware(&mut self) -> bool {
+        let Some(p) = self.process.as_mut() else {
+            return false;
+        };
+        let mut buf = [0u8; 4096];
+        match nix::unistd::read(p.link.get_ref(), &mut buf) {
+            Ok(n) if n > 0 => {
+                Self::tx_push(&mut self.tx, &mut self.tx_pace, &buf[..n]);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Queues bytes for the UART. An empty stage means an idle wire: it starts carrying now.
     fn tx_push(tx: &mut VecDeque<u8>, pace: &mut Option<Pacer>, bytes: &[u8]) {
         if tx.is_empty()
@@ -553,22 +504,6 @@ impl Board {
             p.idle(Instant::now());
         }
         tx.extend(bytes);
-    }
-
-    /// Moves what the core released for the UART into the stage, as far as it has room.
-    fn stage(&mut self) -> bool {
-        let mut progress = false;
-        while self.tx.len() < self.tx_cap {
-            let chunk = self.relay.uart_pending();
-            let n = chunk.len().min(self.tx_cap - self.tx.len());
-            if n == 0 {
-                break;
-            }
-            Self::tx_push(&mut self.tx, &mut self.tx_pace, &chunk[..n]);
-            self.relay.uart_consume(n);
-            progress = true;
-        }
-        progress
     }
 
     fn write_uart(&mut self) -> bool {
@@ -589,6 +524,13 @@ impl Board {
                         p.spend(n);
                     }
                     self.tx.drain(..n);
+                    let rom = n.min(self.rom_bytes);
+                    self.rom_bytes -= rom;
+                    if n > rom {
+                        // The firmware's FIFO has that much more room.
+                        self.page.drained(n - rom);
+                        self.kick.kick();
+                    }
                     progress = true;
                 }
                 Err(nix::errno::Errno::EAGAIN) => break,
@@ -601,70 +543,14 @@ impl Board {
         progress
     }
 
-    fn service_client(&mut self, slot: usize) -> bool {
-        let Board { relay, clients, .. } = self;
-        let Some(c) = clients[slot].as_mut() else {
-            return false;
-        };
-        let mut progress = false;
-        let mut gone = None;
-        loop {
-            let pending = relay.client_pending(slot);
-            if pending.is_empty() {
-                break;
-            }
-            match c.stream.try_write(pending) {
-                Ok(n) => {
-                    relay.client_consume(slot, n);
-                    progress = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    gone = Some(e);
-                    break;
-                }
-            }
-        }
-        if gone.is_none() {
-            if c.start < c.end {
-                let n = relay.client_input(slot, &c.buf[c.start..c.end]);
-                c.start += n;
-                progress |= n > 0;
-            }
-            // One read per pass keeps a fast client from starving the others.
-            if c.start == c.end && !c.eof {
-                match c.stream.try_read(&mut c.buf) {
-                    Ok(0) => c.eof = true,
-                    Ok(n) => {
-                        (c.start, c.end) = (0, n);
-                        progress = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => gone = Some(e),
-                }
-            }
-        }
-        if let Some(e) = gone {
-            // A reset discards whatever the peer's last bytes were, as TCP does.
-            tracing::debug!(slot, "client reset: {e}");
-        } else if !(c.eof && c.start == c.end) {
-            return progress;
-        } else {
-            tracing::debug!(slot, "client closed");
-        }
-        relay.client_closed(slot);
-        clients[slot] = None;
-        true
-    }
-
-    /// When the loop must look again even if no socket becomes ready.
+    /// When the loop must look again even if nothing becomes ready.
     pub fn deadline(&self) -> Instant {
         let now = Instant::now();
         if self.busy {
             return now;
         }
         let mut at = now + TICK;
-        for t in [self.boot_at, self.listen_until].into_iter().flatten() {
+        if let Some(t) = self.boot_at {
             at = at.min(t);
         }
         if let Some(p) = &self.tx_pace
@@ -690,20 +576,21 @@ impl Board {
                 self.uart_readable.set(true);
                 ready = true;
             }
-            if !self.tx.is_empty() {
-                if let Poll::Ready(Ok(mut g)) = self.uart.poll_write_ready(cx) {
+            if !self.tx.is_empty()
+                && let Poll::Ready(Ok(mut g)) = self.uart.poll_write_ready(cx)
+            {
+                g.clear_ready();
+                ready = true;
+            }
+            if let Some(p) = &self.process {
+                if let Poll::Ready(Ok(mut g)) = p.link.poll_read_ready(cx) {
                     g.clear_ready();
                     ready = true;
                 }
-            }
-            for (slot, c) in self.clients.iter().enumerate() {
-                let Some(c) = c else { continue };
-                if c.start == c.end && !c.eof && c.stream.poll_read_ready(cx).is_ready() {
-                    ready = true;
-                }
-                if !self.relay.client_pending(slot).is_empty()
-                    && c.stream.poll_write_ready(cx).is_ready()
+                if !p.to_chip.is_empty()
+                    && let Poll::Ready(Ok(mut g)) = p.link.poll_write_ready(cx)
                 {
+                    g.clear_ready();
                     ready = true;
                 }
             }
@@ -717,14 +604,17 @@ impl Board {
     }
 }
 
-/// Tells a client there is no room, then closes without resetting the connection.
-async fn reject(mut stream: TcpStream, line: String) {
-    let _ = stream.write_all(line.as_bytes()).await;
-    let _ = stream.shutdown().await;
-    // Closing with unread input would send RST and could destroy the line in flight.
-    let mut sink = [0u8; 256];
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
+/// The flash of a board without a flash file: erased, with its network's credentials already
+/// in the EEPROM sector, so its relay joins at once.
+fn built_in_flash(network: &arduino_host::Network) -> io::Result<File> {
+    use std::os::unix::fs::FileExt;
+    let fd = nix::sys::memfd::memfd_create(c"flash", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+    let file = File::from(fd);
+    file.set_len(FLASH_BYTES as u64)?;
+    file.write_all_at(&vec![0xff; FLASH_BYTES], 0)?;
+    if let Ok(wifi) = Wifi::new(network.ssid.clone(), network.psk.clone()) {
+        let at = (FLASH_BYTES - provision::RECORD_FROM_END) as u64;
+        file.write_all_at(&wifi.record(), at)?;
+    }
+    Ok(file)
 }

@@ -7,8 +7,8 @@ use crate::{Options, run};
 use clap::Parser;
 use relay_core::profile::{DEFAULT_PROFILE, Profile};
 
-/// A NodeMCU (ESP8266) relay twin: the relay's C core behind a pseudo-terminal UART and a
-/// loopback TCP port.
+/// A NodeMCU (ESP8266) relay twin: the relay firmware's own sketch, built for the host, behind
+/// a pseudo-terminal UART and a loopback address of its own.
 ///
 /// Once ready it prints one JSON line on stdout naming the serial path, the relay's TCP
 /// address, the status channel and the control socket. It stops on SIGTERM, SIGINT, SIGHUP, or
@@ -20,17 +20,10 @@ pub struct Cli {
     #[arg(short, long, default_value = DEFAULT_PROFILE, value_name = "NAME|PATH")]
     profile: String,
 
-    /// Relay TCP port on 127.0.0.1; 0 picks a free one.
-    #[arg(long, default_value_t = 0)]
-    port: u16,
-
-    /// Status channel port on 127.0.0.1; 0 picks a free one.
-    #[arg(long, default_value_t = 0, conflicts_with = "no_status")]
-    status_port: u16,
-
-    /// Serve no status channel.
-    #[arg(long)]
-    no_status: bool,
+    /// The board's address, a loopback address of its own; the relay listens on the
+    /// firmware's ports there [default: 127.64.0.0 plus the process id].
+    #[arg(long, value_name = "ADDR")]
+    ip: Option<std::net::Ipv4Addr>,
 
     /// Control socket port on 127.0.0.1 (reset, status); 0 picks a free one.
     #[arg(long, default_value_t = 0)]
@@ -38,12 +31,35 @@ pub struct Cli {
 
     /// Pace the UART at the baud rate, both ways, as a real 8N1 line is
     /// [default: the profile's uart.pace].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_pace")]
     pace: bool,
+
+    /// Do not pace the UART: an infinitely fast line that waits for the firmware to take each
+    /// byte. Faster than any chip: a burst can outrun what lwIP sends to clients.
+    #[arg(long)]
+    no_pace: bool,
 
     /// Baud rate for pacing [default: the profile's uart.baud].
     #[arg(long)]
     baud: Option<u32>,
+
+    /// The WiFi round trip, in milliseconds: no acknowledgement reaches the firmware's TCP
+    /// stack sooner after its data left (0: as fast as loopback).
+    #[arg(long, value_name = "MS", default_value_t = 3)]
+    rtt_ms: u64,
+
+    /// The SSID of the network the board's WiFi can join [default: virtual].
+    #[arg(long, env = "RELAY_HIL_WIFI_SSID", hide_env_values = true)]
+    wifi_ssid: Option<String>,
+
+    /// The password of that network (empty: an open network).
+    #[arg(
+        long,
+        env = "RELAY_HIL_WIFI_PASSWORD",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    wifi_password: String,
 
     /// Also make PATH a symlink to the serial port (removed on exit).
     #[arg(long, value_name = "PATH")]
@@ -55,7 +71,8 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     flash: Option<PathBuf>,
 
-    /// Build id shown in the banner [default: the digest of the core's sources].
+    /// Build id of the built-in relay (without --flash) [default: the id build_id.py gives
+    /// the firmware's sources].
     #[arg(long)]
     build_id: Option<String>,
 
@@ -100,18 +117,27 @@ where
         eprintln!("virtual-board: --baud must be greater than 0");
         return ExitCode::from(2);
     }
+    let wifi = match cli.wifi_ssid {
+        None => crate::board::built_in_wifi(),
+        Some(ssid) => match relay_core::provision::Wifi::new(ssid, cli.wifi_password) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("virtual-board: --wifi-ssid/--wifi-password: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let opts = Options {
-        pace: cli.pace || profile.uart.pace,
+        pace: cli.pace || (profile.uart.pace && !cli.no_pace),
         baud: cli.baud.unwrap_or(profile.uart.baud),
-        port: cli.port,
-        status_port: (!cli.no_status).then_some(cli.status_port),
+        ip: cli.ip.unwrap_or_else(crate::default_ip),
+        rtt: std::time::Duration::from_millis(cli.rtt_ms),
         control_port: cli.control_port,
         link: cli.link,
         flash: cli.flash,
         parent,
-        build_id: cli
-            .build_id
-            .unwrap_or_else(|| relay_core::SOURCE_ID.to_owned()),
+        build_id: cli.build_id,
+        wifi,
         profile,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()

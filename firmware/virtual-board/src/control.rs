@@ -18,12 +18,12 @@ pub enum Command {
     Rts(bool),
     /// Cut (false) or restore (true) the board's power, as a lab bench would.
     Power(bool),
-    /// The status channel's text.
-    Status,
+    /// The host layer's counters: blocking waits, UART overruns, connections lwIP reset.
+    Counters,
     Help,
 }
 
-pub const HELP: &str = "commands: reset, dtr 0|1, rts 0|1, power 0|1, status, help";
+pub const HELP: &str = "commands: reset, dtr 0|1, rts 0|1, power 0|1, counters, help";
 
 impl Command {
     pub fn parse(line: &str) -> Result<Command, String> {
@@ -38,7 +38,7 @@ impl Command {
             ["dtr", l] => level(l).map(Command::Dtr),
             ["rts", l] => level(l).map(Command::Rts),
             ["power", l] => level(l).map(Command::Power),
-            ["status"] => Ok(Command::Status),
+            ["counters"] => Ok(Command::Counters),
             ["help"] => Ok(Command::Help),
             _ => Err(format!("err unknown command `{}`; {HELP}", line.trim())),
         }
@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn parses_known_commands_and_names_unknown_ones() {
         assert_eq!(Command::parse(" reset \r"), Ok(Command::Reset));
-        assert_eq!(Command::parse("status"), Ok(Command::Status));
+        assert_eq!(Command::parse("counters"), Ok(Command::Counters));
         assert_eq!(Command::parse("dtr 1"), Ok(Command::Dtr(true)));
         assert_eq!(Command::parse("rts  0"), Ok(Command::Rts(false)));
         assert!(Command::parse("rts 2").unwrap_err().contains("0 or 1"));

@@ -1,4 +1,5 @@
-//! A NodeMCU twin: the C relay core behind a pseudo-terminal (UART) and loopback TCP (WiFi).
+//! A NodeMCU twin: the relay firmware's own sketch, built for the host, behind a pseudo-terminal
+//! (the UART) and a loopback address of its own (the WiFi network).
 //!
 //! Started as a process, it prints one [`Ready`] JSON line on stdout once it is reachable, and
 //! runs until SIGTERM, SIGINT or its parent process goes away.
@@ -12,15 +13,19 @@ pub mod rom;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
+use arduino_host::{Network, Program};
 use relay_core::profile::Profile;
+use relay_core::provision::Wifi;
+use relay_core::{Eol, Mode};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use board::{Board, Identity};
+use board::{Board, Firmware};
 
 /// The one line the board prints on stdout when it is ready, so a test can find it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,13 +35,15 @@ pub struct Ready {
     pub pid: u32,
     /// The UART: open this path as a serial port.
     pub serial: PathBuf,
-    /// The relay's TCP address.
+    /// The relay's TCP address: the board's IP and the firmware's port.
     pub tcp: SocketAddr,
-    /// The status channel's address, if served.
+    /// The status channel's address, if the firmware serves one.
     pub status: Option<SocketAddr>,
-    /// The control socket's address (reset, status).
+    /// The control socket's address (reset lines, power, counters).
     pub control: SocketAddr,
     pub profile: String,
+    /// The PlatformIO environment whose build runs.
+    pub env: String,
     /// The build id of the relay that booted; `None` when the flash holds no relay.
     pub build: Option<String>,
     pub baud: u32,
@@ -47,79 +54,175 @@ pub struct Ready {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub profile: Profile,
-    pub port: u16,
-    pub status_port: Option<u16>,
+    /// The board's address; its ports are the firmware's own.
+    pub ip: Ipv4Addr,
     pub control_port: u16,
     pub pace: bool,
     pub baud: u32,
+    /// The WiFi round trip the firmware's TCP stack waits for acknowledgements.
+    pub rtt: Duration,
     pub link: Option<PathBuf>,
-    pub build_id: String,
+    /// The build id of the built-in relay (without a flash file); its own by default.
+    pub build_id: Option<String>,
     /// The board's flash as a file (created erased when missing); without one the relay is
     /// built in.
     pub flash: Option<PathBuf>,
+    /// The network the board's WiFi can join.
+    pub wifi: Wifi,
     /// The process whose exit stops the board.
     pub parent: nix::unistd::Pid,
 }
 
-async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+/// A loopback address for this board: every 127.x.y.z reaches the host, so each board gets
+/// its own and the firmware listens on its own ports there, as on a network.
+pub fn default_ip() -> Ipv4Addr {
+    let pid = std::process::id() & 0x3f_ffff;
+    Ipv4Addr::from(0x7f40_0000 | pid)
+}
+
+/// The firmware build a profile describes, refused when the profile's limits are not the
+/// ones that build was compiled with.
+pub fn firmware_for(profile: &Profile) -> anyhow::Result<&'static Program> {
+    let env = &profile.firmware.env;
+    let program = arduino_host::relay_firmware(env).ok_or_else(|| {
+        let known: Vec<&str> = arduino_host::RELAY_FIRMWARE.iter().map(|p| p.env).collect();
+        anyhow::anyhow!(
+            "profile {}: firmware.env `{env}` is no environment of firmware/esp8266/platformio.ini \
+             (it has {})",
+            profile.source.display(),
+            known.join(", ")
+        )
+    })?;
+    let r = &profile.relay;
+    let expect = [
+        (
+            "RELAY_MAX_CLIENTS",
+            "relay.max_clients",
+            r.max_clients.to_string(),
+        ),
+        ("RELAY_MAX_LINE", "relay.max_line", r.max_line.to_string()),
+        ("RELAY_TXQ_SIZE", "relay.txq_size", r.txq_size.to_string()),
+        (
+            "RELAY_UARTQ_SIZE",
+            "relay.uartq_size",
+            r.uartq_size.to_string(),
+        ),
+        (
+            "RELAY_STALL_TIMEOUT_MS",
+            "relay.stall_timeout_ms",
+            r.stall_timeout_ms.to_string(),
+        ),
+        (
+            "RELAY_MODE",
+            "relay.mode",
+            match r.mode {
+                Mode::Line => "RELAY_MODE_LINE",
+                Mode::Raw => "RELAY_MODE_RAW",
+            }
+            .into(),
+        ),
+        (
+            "RELAY_EOL",
+            "relay.eol",
+            match r.eol {
+                Eol::Lf => "RELAY_EOL_LF",
+                Eol::Cr => "RELAY_EOL_CR",
+                Eol::Crlf => "RELAY_EOL_CRLF",
+            }
+            .into(),
+        ),
+        ("RELAY_BAUD", "uart.baud", profile.uart.baud.to_string()),
+        ("RELAY_PORT", "net.port", profile.net.port.to_string()),
+        (
+            "RELAY_STATUS_PORT",
+            "net.status_port",
+            profile.net.status_port.to_string(),
+        ),
+    ];
+    let differ: Vec<String> = expect
+        .iter()
+        .filter(|(define, _, want)| program.define(define) != Some(want.as_str()))
+        .map(|(define, field, want)| {
+            format!(
+                "{field} is {want}, the build has {define}={}",
+                program.define(define).unwrap_or("(unset)")
+            )
+        })
+        .collect();
+    if !differ.is_empty() {
+        anyhow::bail!(
+            "profile {} does not match the firmware environment `{env}`: {}",
+            profile.source.display(),
+            differ.join("; ")
+        );
+    }
+    Ok(program)
+}
+
+fn define_u16(program: &Program, name: &str) -> u16 {
+    program
+        .define(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn bind(ip: Ipv4Addr, port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((ip, port))
         .await
-        .with_context(|| format!("cannot listen for the {what} on 127.0.0.1:{port}"))
+        .with_context(|| format!("cannot listen for the {what} on {ip}:{port}"))
 }
 
 /// Runs the board until it is told to stop. Returns the reason it stopped.
 pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
-    let config = opts.profile.relay;
+    let program = firmware_for(&opts.profile)?;
     let flash = match &opts.flash {
         Some(path) => Some(erased_if_missing(path)?),
         None => None,
     };
     let pty = pty::Pty::open(opts.link.as_deref()).context("cannot open a pseudo-terminal")?;
-    let listener = bind(opts.port, "relay").await?;
-    let status = match opts.status_port {
-        Some(p) => Some(bind(p, "status channel").await?),
-        None => None,
-    };
-    let control = bind(opts.control_port, "control socket").await?;
-    let tcp = listener.local_addr()?;
-    let status_addr = status.as_ref().map(TcpListener::local_addr).transpose()?;
-
-    let identity = Identity {
-        ip: Ipv4Addr::LOCALHOST.to_string(),
-        build_id: opts.build_id.clone(),
-        port: tcp.port(),
-        status_port: status_addr.map_or(0, |a| a.port()),
+    let control = bind(Ipv4Addr::LOCALHOST, opts.control_port, "control socket").await?;
+    let port = define_u16(program, "RELAY_PORT");
+    let status_port = define_u16(program, "RELAY_STATUS_PORT");
+    let firmware = Firmware {
+        program,
+        options: arduino_host::Options {
+            network: Network {
+                ip: opts.ip,
+                ssid: opts.wifi.ssid.clone(),
+                psk: opts.wifi.psk.clone(),
+            },
+            paced: opts.pace,
+            rtt: opts.rtt,
+        },
+        built_in_id: opts
+            .build_id
+            .clone()
+            .unwrap_or_else(|| program.build_id.to_owned()),
     };
     let uart = pty.master.try_clone()?;
-    let mut board = Board::new(
-        config,
-        identity,
-        uart,
-        opts.pace.then_some(opts.baud),
-        flash,
-    )?;
+    let mut board = Board::new(uart, opts.pace.then_some(opts.baud), flash, firmware)?;
 
     let (ctrl_tx, mut ctrl_rx) = mpsc::channel(16);
     let ready = Ready {
         event: "ready".into(),
         pid: std::process::id(),
         serial: pty.path.clone(),
-        tcp,
-        status: status_addr,
+        tcp: SocketAddr::from((opts.ip, port)),
+        status: (status_port != 0).then(|| SocketAddr::from((opts.ip, status_port))),
         control: control.local_addr()?,
         profile: opts.profile.name.clone(),
+        env: program.env.to_owned(),
         build: board.build_id().map(str::to_owned),
         baud: opts.baud,
         paced: opts.pace,
     };
     tokio::spawn(control::serve(control, ctrl_tx));
     println!("{}", serde_json::to_string(&ready)?);
-    tracing::info!(serial = %pty.path.display(), %tcp, "board ready");
+    tracing::info!(serial = %pty.path.display(), tcp = %ready.tcp, "board ready");
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut status = status;
 
     loop {
         board.pump();
@@ -131,10 +234,6 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
             _ = term.recv() => return Ok("SIGTERM"),
             _ = int.recv() => return Ok("SIGINT"),
             _ = hup.recv() => return Ok("SIGHUP"),
-            Ok((stream, _)) = listener.accept() => board.accept(stream),
-            Ok((stream, _)) = accept_opt(&mut status) => {
-                tokio::spawn(serve_status(stream, board.status()));
-            }
             Some(req) = ctrl_rx.recv() => {
                 let reply = match req.command {
                     control::Command::Reset => {
@@ -153,7 +252,7 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
                         board.set_power(on);
                         chip_reply(&board)
                     }
-                    control::Command::Status => format!("{}ok", board.status()),
+                    control::Command::Counters => format!("{}\nok", board.counters()),
                     control::Command::Help => format!("ok {}", control::HELP),
                 };
                 let _ = req.reply.send(reply);
@@ -169,28 +268,10 @@ fn chip_reply(board: &Board) -> String {
     format!("ok {:?}", board.chip()).to_lowercase()
 }
 
-/// The NodeMCU's flash: 4 MiB, erased to 0xFF as it leaves the factory.
-const FLASH_BYTES: usize = 4 << 20;
-
 fn erased_if_missing(path: &std::path::Path) -> anyhow::Result<PathBuf> {
     if !path.exists() {
-        std::fs::write(path, vec![0xff; FLASH_BYTES])
+        std::fs::write(path, vec![0xff; board::FLASH_BYTES])
             .with_context(|| format!("cannot create the flash file {}", path.display()))?;
     }
     Ok(path.to_owned())
-}
-
-async fn accept_opt(
-    l: &mut Option<TcpListener>,
-) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    match l {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn serve_status(mut stream: tokio::net::TcpStream, text: String) {
-    use tokio::io::AsyncWriteExt;
-    let _ = stream.write_all(text.as_bytes()).await;
-    let _ = stream.shutdown().await;
 }

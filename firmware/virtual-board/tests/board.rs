@@ -1,4 +1,5 @@
-//! The virtual board as a real process: PTY, loopback TCP, status, control, signals.
+//! The virtual board as a real process: PTY, its own loopback address, the firmware's status
+//! channel, control, signals.
 
 mod support;
 
@@ -11,22 +12,29 @@ use support::{BIN, CEILING, Vb, client_eof, client_line};
 #[rstest]
 fn ready_line_and_banner_describe_the_board() {
     let vb = Vb::start(&[]);
+    let firmware = arduino_host::relay_firmware("nodemcuv2").unwrap();
     assert_eq!(vb.ready.profile, "nodemcu-v2");
-    assert_eq!(vb.ready.build.as_deref(), Some(relay_core::SOURCE_ID));
+    assert_eq!(vb.ready.env, "nodemcuv2");
+    assert_eq!(vb.ready.build.as_deref(), Some(firmware.build_id));
     assert!(
         vb.ready.serial.starts_with("/dev/pts/"),
         "{:?}",
         vb.ready.serial
     );
-    assert!(vb.ready.tcp.ip().is_loopback());
-    let port = vb.ready.tcp.port();
-    let status = vb.ready.status.unwrap().port();
+    // A loopback address of its own, and the firmware's own ports on it.
+    let ip = vb.ready.tcp.ip();
+    assert!(ip.is_loopback() && ip.to_string() != "127.0.0.1", "{ip}");
+    assert_eq!(vb.ready.tcp.port(), 8888);
+    assert_eq!(
+        vb.ready.status.unwrap(),
+        std::net::SocketAddr::new(ip, 8889)
+    );
     assert_eq!(
         vb.banner,
         format!(
-            "relay ready version=0.1.0 build={} ip=127.0.0.1 port={port} status_port={status} \
+            "relay ready version=0.1.0 build={} ip={ip} port=8888 status_port=8889 \
              max_clients=4 max_line=256 txq=1024 uartq=512 stall_ms=5000 mode=line eol=lf",
-            relay_core::SOURCE_ID
+            firmware.build_id
         )
     );
 }
@@ -226,7 +234,10 @@ fn control_reset_reboots_the_relay() {
     client_eof(&mut c, &mut buf);
     assert_eq!(vb.counter("accepted"), 0, "counters restart with the relay");
     assert!(vb.control("fly").starts_with("err unknown command `fly`"));
-    assert!(vb.control("status").starts_with("relay status "));
+    assert!(
+        vb.control("counters")
+            .starts_with("counters wait_peek=0 wait_read=0 wait_write=0 ")
+    );
 }
 
 #[rstest]
@@ -271,7 +282,7 @@ fn sigterm_stops_cleanly_and_removes_the_link() {
 fn exits_when_its_parent_goes_away() {
     // A shell starts the board and then becomes `sleep`: killing it orphans the board.
     let mut parent = std::process::Command::new("sh")
-        .args(["-c", "\"$0\" --no-status & exec sleep 600", BIN])
+        .args(["-c", "\"$0\" & exec sleep 600", BIN])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -406,9 +417,7 @@ fn modem_lines_reset_the_chip_or_enter_the_loader() {
         "ok loader\n",
         "GPIO0 rising later changes nothing"
     );
-    let mut refused = vb.connect();
-    client_eof(&mut refused, &mut buf);
-    assert!(buf.is_empty(), "no relay runs in the loader");
+    vb.refused("no relay runs in the loader");
     assert_eq!(vb.control("reset"), "ok reset\n");
     assert_eq!(vb.uart_line_starting("relay ready "), vb.banner);
 }
@@ -453,7 +462,7 @@ fn write_flash(path: &std::path::Path, image: &[u8]) {
 fn a_relay_image_in_flash_boots_with_its_build_id() {
     let path = flash_path("relay");
     write_flash(&path, &relay_image("feedc0de01"));
-    let vb = Vb::start(&["--flash", path.to_str().unwrap()]);
+    let vb = Vb::start(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
     assert!(vb.banner.contains(" build=feedc0de01 "), "{}", vb.banner);
     assert_eq!(vb.ready.build.as_deref(), Some("feedc0de01"));
     drop(vb);
@@ -489,10 +498,7 @@ fn no_relay_boots_from_a_flash_without_a_good_relay_image(
         assert_eq!(String::from_utf8_lossy(&vb.uart_line()).trim_end(), "");
         assert_eq!(String::from_utf8_lossy(&vb.uart_line()).trim_end(), rom);
     }
-    let mut refused = vb.connect();
-    let mut buf = Vec::new();
-    client_eof(&mut refused, &mut buf);
-    assert!(buf.is_empty(), "no relay answers");
+    vb.refused("no relay answers");
     drop(vb);
     std::fs::remove_file(&path).unwrap();
 }
@@ -501,7 +507,7 @@ fn no_relay_boots_from_a_flash_without_a_good_relay_image(
 #[rstest]
 fn the_flash_outlives_the_process_and_is_read_at_every_boot() {
     let path = flash_path("persist");
-    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap()]);
+    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),
         4 << 20,
@@ -515,7 +521,7 @@ fn the_flash_outlives_the_process_and_is_read_at_every_boot() {
             .contains(" build=second01 ")
     );
     assert!(vb.terminate().success());
-    let again = Vb::start(&["--flash", path.to_str().unwrap()]);
+    let again = Vb::start(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
     assert!(
         again.banner.contains(" build=second01 "),
         "{}",
@@ -583,7 +589,7 @@ fn esptool_flashes_the_board_through_the_rom_loader() {
     let image = relay_image("viaesptool1");
     let image_file = path.with_extension("img");
     std::fs::write(&image_file, &image).unwrap();
-    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap()]);
+    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
     enter_loader(&mut vb);
     let out = esptool_write(&vb, &image_file);
     let log = String::from_utf8_lossy(&out.stdout);
@@ -647,7 +653,7 @@ fn a_power_cut_mid_flash_leaves_a_board_that_boots_nothing_until_reflashed() {
         &[(0x4010_0000, &code), (0x3ffe_8000, &rodata)],
     );
     assert!(image.len() > 2 * 0x400);
-    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap()]);
+    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
     enter_loader(&mut vb);
     let words = |w: &[u32]| w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     vb.write_uart(&rom_request(FLASH_BEGIN, &words(&[0x1000, 3, 0x400, 0]), 0));
@@ -717,7 +723,14 @@ fn an_unprovisioned_board_waits_for_credentials_and_keeps_them_in_flash() {
     let mut flash = vec![0xffu8; 4 << 20];
     flash[..image.len()].copy_from_slice(&image);
     std::fs::write(&path, &flash).unwrap();
-    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap()]);
+    let mut vb = Vb::start_quiet(&[
+        "--flash",
+        path.to_str().unwrap(),
+        "--wifi-ssid",
+        "lab net",
+        "--wifi-password",
+        "correct horse",
+    ]);
     let boot = vb.uart_line_starting("relay boot ");
     assert_eq!(
         boot,

@@ -124,6 +124,16 @@ impl Vb {
         s
     }
 
+    /// Nothing listens at the board's address while no relay runs.
+    pub fn refused(&self, why: &str) {
+        let e = TcpStream::connect(self.ready.tcp).expect_err(why);
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{why}: {e}"
+        );
+    }
+
     /// The next complete UART line.
     pub fn uart_line(&mut self) -> Vec<u8> {
         assert!(
