@@ -22,6 +22,8 @@ pub struct Client {
 #[derive(Debug, PartialEq, Eq)]
 pub enum End {
     Eof,
+    /// The peer reset the connection.
+    Reset,
     Timeout,
 }
 
@@ -91,6 +93,9 @@ impl Client {
         while !done(&self.pending) {
             match tokio::time::timeout_at(deadline.into(), self.stream.read(&mut buf)).await {
                 Err(_) => return (std::mem::take(&mut self.pending), Some(End::Timeout)),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return (std::mem::take(&mut self.pending), Some(End::Reset));
+                }
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     return (std::mem::take(&mut self.pending), Some(End::Eof));
                 }
@@ -109,12 +114,18 @@ impl Client {
         got
     }
 
-    /// Everything until the peer closes; `None` if it has not closed by the deadline.
+    /// Everything until the peer closes or resets; `None` if it has not by the deadline.
     pub async fn until_eof(&mut self, deadline: Instant) -> Option<Vec<u8>> {
         match self.read_until(deadline, |_| false).await {
-            (got, Some(End::Eof)) => Some(got),
+            (got, Some(End::Eof | End::Reset)) => Some(got),
             _ => None,
         }
+    }
+
+    /// Everything until the connection ends, and how it ended.
+    pub async fn until_end(&mut self, deadline: Instant) -> (Vec<u8>, End) {
+        let (got, end) = self.read_until(deadline, |_| false).await;
+        (got, end.unwrap_or(End::Timeout))
     }
 
     /// Closes with a RST instead of a FIN (SO_LINGER 0), as a crashed client would.

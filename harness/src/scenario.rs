@@ -9,11 +9,16 @@ use std::time::{Duration, Instant};
 use relay_core::Mode;
 
 use crate::board::Board;
-use crate::net::{Client, close_and_wait};
+use crate::net::{Client, End, close_and_wait};
 use crate::transcript::{Transcript, show};
 
 /// Ceiling for one expected event: it only fires when something is broken.
 pub const CEILING: Duration = Duration::from_secs(20);
+
+/// Ceiling for one exchange while a client holds half a line. A relay answers in milliseconds;
+/// one that waits in loop() for the rest of the line freezes for the client's timeout (5 s on
+/// the ESP8266 core).
+pub const RESPONSIVE: Duration = Duration::from_secs(1);
 
 /// How a scenario ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,8 +36,9 @@ pub struct Scenario {
     pub about: &'static str,
     /// Why this board cannot run it, if it cannot.
     pub unsupported: fn(&Board) -> Option<String>,
-    /// The firmware counters (virtual board) this scenario may move; every other must stay 0.
-    pub allows: &'static [&'static str],
+    /// The firmware counters (virtual board) this scenario moves, and by how much; every
+    /// other must stay 0.
+    pub allows: &'static [(&'static str, i64)],
     run: Run,
 }
 
@@ -88,6 +94,27 @@ pub const ALL: &[Scenario] = &[
         run: |c| Box::pin(overflow_guard(c)),
     },
     Scenario {
+        name: "responsiveness",
+        about: "a client holding half a line never holds up the others",
+        unsupported: needs_line_mode,
+        allows: &[],
+        run: |c| Box::pin(responsiveness(c)),
+    },
+    Scenario {
+        name: "connection_budget",
+        about: "past the TCP pool, lwIP resets the idlest client for the newcomer",
+        unsupported: needs_pcb_pool,
+        allows: &[("pcb_resets", 1)],
+        run: |c| Box::pin(connection_budget(c)),
+    },
+    Scenario {
+        name: "quiet_loop",
+        about: "every client and the UART at line rate: no overrun, nothing lost",
+        unsupported: needs_line_mode,
+        allows: &[],
+        run: |c| Box::pin(quiet_loop(c)),
+    },
+    Scenario {
         name: "slow_reader",
         about: "a stalled client is dropped and closed; the others lose nothing",
         unsupported: needs_stall_close,
@@ -118,6 +145,13 @@ fn needs_guard(b: &Board) -> Option<String> {
     needs_line_mode(b).or_else(|| {
         (!b.profile.capabilities.overflow_guard)
             .then(|| "the profile says the board has no overflow guard".into())
+    })
+}
+
+fn needs_pcb_pool(b: &Board) -> Option<String> {
+    needs_client_limit(b).or_else(|| {
+        (b.profile.net.tcp_pcbs == 0)
+            .then(|| "the profile gives the board's TCP stack no connection pool".into())
     })
 }
 
@@ -201,18 +235,19 @@ const MISDEEDS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The counters that moved and should not have, in words; `None` when the firmware behaved.
+/// The counters that moved other than the scenario expects, in words; `None` when the
+/// firmware behaved.
 fn firmware_misdeeds(
     before: &BTreeMap<String, u64>,
     after: &BTreeMap<String, u64>,
-    allows: &[&str],
+    allows: &[(&str, i64)],
 ) -> Option<String> {
     let moved: Vec<String> = MISDEEDS
         .iter()
-        .filter(|(k, _)| !allows.contains(k))
         .filter_map(|(k, what)| {
             let d = delta(before, after, k);
-            (d != 0).then(|| format!("{k} {d:+}: {what}"))
+            let expected = allows.iter().find(|(a, _)| a == k).map_or(0, |(_, n)| *n);
+            (d != expected).then(|| format!("{k} {d:+} (expected {expected:+}): {what}"))
         })
         .collect();
     if moved.is_empty() {
@@ -750,4 +785,199 @@ async fn slow_reader(cx: &mut Ctx<'_>) -> Result<(), Failure> {
         ensure!(dropped, "no drops were counted");
     }
     Ok(())
+}
+
+async fn responsiveness(cx: &mut Ctx<'_>) -> Result<(), Failure> {
+    let eol = cx.eol();
+    let mut holder = cx.connect().await?;
+    let mut other = cx.connect().await?;
+    if cx.before.is_some() {
+        cx.wait_counter("accepted", 2).await?;
+    }
+    cx.send(&mut holder, b"half a li").await?;
+    cx.t.note("c1 holds half a line; c2 and the UART talk meanwhile");
+    for k in 0..5 {
+        let start = Instant::now();
+        cx.uart_send(format!("tick {k}\r\n").as_bytes()).await?;
+        cx.client_expect(&mut other, format!("tick {k}\r\n").as_bytes())
+            .await?;
+        cx.send(&mut other, format!("tock {k}\n").as_bytes())
+            .await?;
+        cx.uart_expect(format!("tock {k}").as_bytes()).await?;
+        let took = start.elapsed();
+        ensure!(
+            took < RESPONSIVE,
+            "exchange {k} took {took:.1?} while c1 held half a line: the relay waited for it"
+        );
+    }
+    cx.send(&mut holder, &[b"ne".as_slice(), eol].concat())
+        .await?;
+    cx.uart_expect(b"half a line").await?;
+    cx.counters(&["accepted", "partial_discards"]).await
+}
+
+async fn connection_budget(cx: &mut Ctx<'_>) -> Result<(), Failure> {
+    let n = cx.board.limits.max_clients;
+    let pcbs = cx.board.profile.net.tcp_pcbs;
+    let eol = cx.eol();
+    ensure!(
+        pcbs > n,
+        "the profile's tcp_pcbs ({pcbs}) leaves no room past max_clients ({n})"
+    );
+    // c1 first and quiet, so that it is the one idle longest.
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        let mut c = cx.connect().await?;
+        let line = format!("{} in", c.name).into_bytes();
+        cx.send(&mut c, &[&line[..], eol].concat()).await?;
+        cx.uart_expect(&line).await?;
+        clients.push(c);
+    }
+    // Each refused client stays half-open: its PCB is held until it closes too.
+    let busy = format!("!relay busy max_clients={n}\r\n");
+    let mut refused = Vec::new();
+    for _ in n..pcbs {
+        let mut e = cx.connect().await?;
+        let (got, end) = e.until_end(deadline()).await;
+        ensure!(
+            got == busy.as_bytes() && end == End::Eof,
+            "{} got {} and {end:?} where the busy line and a close were expected",
+            e.name,
+            show(&got)
+        );
+        cx.t.got(&e.name, &got);
+        cx.t.note(format!(
+            "{} closed by the relay; it stays half-open",
+            e.name
+        ));
+        refused.push(e);
+    }
+    cx.t.note(format!(
+        "all {pcbs} of the board's TCP connections are taken"
+    ));
+    let mut newcomer = cx.connect().await?;
+    let (got, end) = clients[0].until_end(deadline()).await;
+    ensure!(
+        got.is_empty() && end == End::Reset,
+        "{} got {} and {end:?} where a reset was expected: lwIP resets the idlest client",
+        clients[0].name,
+        show(&got)
+    );
+    let c1 = clients.remove(0);
+    cx.forget(&c1);
+    cx.t.note(format!(
+        "{} reset by the relay: the idlest, its PCB taken",
+        c1.name
+    ));
+    let line = format!("{} took the slot", newcomer.name).into_bytes();
+    cx.send(&mut newcomer, &[&line[..], eol].concat()).await?;
+    cx.uart_expect(&line).await?;
+    for c in &mut clients {
+        let line = format!("{} still here", c.name).into_bytes();
+        cx.send(c, &[&line[..], eol].concat()).await?;
+        cx.uart_expect(&line).await?;
+    }
+    // The refused clients close now, so the status channel has a PCB to answer with.
+    for e in refused {
+        cx.close(e, "closes").await?;
+    }
+    cx.counters(&["accepted", "rejected", "disconnects"]).await
+}
+
+async fn quiet_loop(cx: &mut Ctx<'_>) -> Result<(), Failure> {
+    const LINES: usize = 40;
+    let n = cx.board.limits.max_clients;
+    let len = cx.board.limits.max_line.min(60);
+    let eol = cx.eol();
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(cx.connect().await?);
+    }
+    if cx.before.is_some() {
+        cx.wait_counter("accepted", n as u64).await?;
+    }
+    let line_of = move |i: usize, k: usize| -> Vec<u8> {
+        let tag = (b'A' + i as u8) as char;
+        let head = format!("{tag}{k:03}");
+        let mut l = head.into_bytes();
+        l.resize(len.max(4), tag as u8);
+        l
+    };
+    // Every client reads the UART stream while it writes its lines: all at once, at the rate
+    // the line allows.
+    let stream: Vec<u8> = (0..4096u32).map(|k| b'a' + (k % 26) as u8).collect();
+    let mut tasks = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        let text: Vec<u8> = (0..LINES)
+            .flat_map(|k| [line_of(i, k), eol.to_vec()].concat())
+            .collect();
+        let want = stream.len();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            let writer = async {
+                for piece in text.chunks(97) {
+                    c.send(piece).await?;
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            writer
+                .await
+                .map_err(|e| format!("{} could not send: {e}", c.name))?;
+            got.extend(c.bytes(want, deadline()).await);
+            Ok::<(Client, Vec<u8>), String>((c, got))
+        }));
+    }
+    cx.board
+        .serial
+        .write_all(&stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    cx.t.note(format!(
+        "c1..c{n} -> {LINES} lines each while uart -> {} bytes to all",
+        stream.len()
+    ));
+    let mut next = vec![0usize; n];
+    for _ in 0..n * LINES {
+        let line = cx
+            .board
+            .serial
+            .line(deadline())
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the UART stopped before every line arrived")?;
+        let i = line
+            .first()
+            .map(|b| b.wrapping_sub(b'A') as usize)
+            .filter(|&i| i < n)
+            .ok_or_else(|| format!("a mixed or foreign line on the UART: {}", show(&line)))?;
+        ensure!(
+            line == line_of(i, next[i]),
+            "c{} line {}: the UART got {}",
+            i + 1,
+            next[i],
+            show(&line)
+        );
+        next[i] += 1;
+    }
+    cx.t.note(format!(
+        "uart <- {} whole lines, each client's in order",
+        n * LINES
+    ));
+    for t in tasks {
+        let (c, got) = t.await.map_err(|e| e.to_string())??;
+        ensure!(
+            got == stream,
+            "{} got {} of {} UART bytes, or different ones",
+            c.name,
+            got.len(),
+            stream.len()
+        );
+        cx.t.note(format!(
+            "{} <- all {} bytes, in order",
+            c.name,
+            stream.len()
+        ));
+        drop(c); // its duplicate in `open` is what closes it at the end
+    }
+    cx.counters(&["uart_overruns", "drops", "overflows"]).await
 }

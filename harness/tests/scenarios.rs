@@ -27,6 +27,9 @@ fn virtual_board() -> (PathBuf, Vec<String>) {
 #[case::disconnect("disconnect", None)]
 #[case::capacity("capacity", None)]
 #[case::overflow_guard("overflow_guard", None)]
+#[case::responsiveness("responsiveness", None)]
+#[case::connection_budget("connection_budget", None)]
+#[case::quiet_loop("quiet_loop", None)]
 #[case::slow_reader("slow_reader", None)]
 #[tokio::test]
 async fn contract(#[case] name: &str, #[case] virtual_profile: Option<&str>) {

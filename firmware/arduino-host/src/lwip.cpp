@@ -484,26 +484,9 @@ namespace host {
 
 void tcp_input() {
     using namespace lwip;
-    if (netif_up()) {
-        for (Listener &l : listeners) {
-            // tcp_listen_input drops a SYN while the backlog is full (tcp_in.c:663-668).
-            while (l.used && l.accepts_pending < l.backlog) {
-                pollfd p = {l.fd, POLLIN, 0};
-                if (poll(&p, 1, 0) <= 0) {
-                    break;
-                }
-                l.deferring = false;
-                take_connection(l);
-            }
-            if (l.used && l.accepts_pending >= l.backlog && !l.deferring) {
-                pollfd p = {l.fd, POLLIN, 0};
-                if (poll(&p, 1, 0) > 0) {
-                    l.deferring = true;
-                    count(SYN_DEFERRED);
-                }
-            }
-        }
-    }
+    // Connections first: what reached them came before any SYN the listeners hold now, and
+    // lwIP takes segments in the order they arrive (a FIN that makes a TIME_WAIT PCB comes
+    // before the SYN that recycles it).
     for (Pcb &p : pcbs) {
         if (!p.used) {
             continue;
@@ -520,6 +503,27 @@ void tcp_input() {
         }
         if (p.used) {
             timers(p);
+        }
+    }
+    if (!netif_up()) {
+        return;
+    }
+    for (Listener &l : listeners) {
+        // tcp_listen_input drops a SYN while the backlog is full (tcp_in.c:663-668).
+        while (l.used && l.accepts_pending < l.backlog) {
+            pollfd p = {l.fd, POLLIN, 0};
+            if (poll(&p, 1, 0) <= 0) {
+                break;
+            }
+            l.deferring = false;
+            take_connection(l);
+        }
+        if (l.used && l.accepts_pending >= l.backlog && !l.deferring) {
+            pollfd p = {l.fd, POLLIN, 0};
+            if (poll(&p, 1, 0) > 0) {
+                l.deferring = true;
+                count(SYN_DEFERRED);
+            }
         }
     }
 }

@@ -90,6 +90,9 @@ pub struct NetSection {
     pub port: u16,
     /// The status channel's TCP port; 0 serves none.
     pub status_port: u16,
+    /// The TCP stack's pool of connections (lwIP's MEMP_NUM_TCP_PCB: 5 on the ESP8266 core);
+    /// 0 when it has no small bound.
+    pub tcp_pcbs: usize,
 }
 
 impl Default for NetSection {
@@ -97,6 +100,7 @@ impl Default for NetSection {
         NetSection {
             port: 8888,
             status_port: 8889,
+            tcp_pcbs: 5,
         }
     }
 }

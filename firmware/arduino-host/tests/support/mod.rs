@@ -250,6 +250,14 @@ pub fn hear(s: &mut TcpStream) -> Heard {
         Ok(0) => Heard::Eof,
         Ok(n) => Heard::Data(chunk[..n].to_vec()),
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Heard::Reset,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            panic!("the peer heard nothing within {CEILING:?}")
+        }
         Err(e) => panic!("read: {e}"),
     }
 }
