@@ -328,14 +328,18 @@ Listener *listen(uint16_t port, uint8_t backlog, WiFiServer *server) {
         return nullptr;
     }
     set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1); // WiFiServer.cpp:71
-    // Segments of TCP_MSS each way, as the chip's MSS option makes them.
+    // Segments of TCP_MSS each way, as the chip's MSS option makes them; and as little as the
+    // host will buffer beyond lwIP's own window (it doubles this, and keeps a 2304-byte floor).
     set_int(fd, IPPROTO_TCP, TCP_MAXSEG, static_cast<int>(MSS));
+    set_int(fd, SOL_SOCKET, SO_RCVBUF, static_cast<int>(TCP_WND));
     sockaddr_in addr = {};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
     addr.sin_addr.s_addr = host::config().ip;
-    // The host's own accept queue only takes the connection after the backlog's last one.
-    if (bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 || ::listen(fd, 0) != 0) {
+    // The host's queue holds as many as lwIP's backlog, so no SYN the chip would take between
+    // two system tasks is dropped here; the model decides when they are taken.
+    if (bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 ||
+        ::listen(fd, backlog) != 0) {
         ::close(fd);
         return nullptr;
     }
