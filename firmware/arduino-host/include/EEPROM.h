@@ -14,7 +14,7 @@ public:
     // Erases the sector and writes the RAM copy back, if anything changed.
     bool commit();
     bool end();
-    // Marks the copy changed: commit() will write it (EEPROM.cpp:139-142).
+    // Marks the copy changed: commit() will write it (EEPROM.cpp:145-148).
     uint8_t *getDataPtr();
     const uint8_t *getConstDataPtr() const;
     size_t length() const { return size_; }

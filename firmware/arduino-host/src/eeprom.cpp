@@ -11,14 +11,14 @@ EEPROMClass EEPROM;
 namespace {
 constexpr size_t SECTOR = 4096; // SPI_FLASH_SEC_SIZE
 // The sector the core's linker scripts reserve for EEPROM: 0x5000 below the end of flash,
-// before RF calibration and the SDK's WiFi settings (eagle.flash.4m2m.ld: 0x405FB000).
+// before RF calibration and the SDK's WiFi settings (eagle.flash.4m1m.ld:20: 0x405FB000).
 constexpr uint64_t FROM_END = 0x5000;
 
 off_t sector_at() { return static_cast<off_t>(host::config().flash_size - FROM_END); }
 } // namespace
 
 void EEPROMClass::begin(size_t size) {
-    // EEPROM.cpp:45-71: at most a sector, rounded up to whole words, read from flash.
+    // EEPROM.cpp:46-74: at most a sector, rounded up to whole words, read from flash.
     if (size == 0) {
         return;
     }
@@ -58,7 +58,7 @@ void EEPROMClass::write(int address, uint8_t value) {
 }
 
 bool EEPROMClass::commit() {
-    // EEPROM.cpp:119-137: erase the whole sector, then write the copy.
+    // EEPROM.cpp:126-143: erase the whole sector, then write the copy.
     if (size_ == 0) {
         return false;
     }

@@ -168,7 +168,7 @@ void take_connection(Listener &l) {
     p->order = next_order++;
     p->tmr_ms = now_ms();
     p->listener = &l;
-    p->backlog_pend = true; // tcp_listen_input counts it against the backlog (tcp_in.c:685)
+    p->backlog_pend = true; // tcp_listen_input counts it against the backlog (tcp_in.c:672-673)
     l.accepts_pending++;
     host::progress();
     l.server->_accept(new ClientContext(p));
@@ -267,7 +267,7 @@ void receive(Pcb &p) {
             p.tmr_ms = now_ms();
             host::progress();
             if (p.rx_closed) {
-                // Data for a PCB its application closed: tcp_input aborts it (tcp_in.c:513-520).
+                // Data for a PCB its application closed: tcp_input aborts it (tcp_in.c:487-492).
                 release(p, true);
                 return;
             }
@@ -513,7 +513,7 @@ void tcp_input() {
         return;
     }
     for (Listener &l : listeners) {
-        // tcp_listen_input drops a SYN while the backlog is full (tcp_in.c:663-668).
+        // tcp_listen_input drops a SYN while the backlog is full (tcp_in.c:654-658).
         while (l.used && l.accepts_pending < l.backlog) {
             pollfd p = {l.fd, POLLIN, 0};
             if (poll(&p, 1, 0) <= 0) {

@@ -25,7 +25,7 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     ip: Option<std::net::Ipv4Addr>,
 
-    /// Control socket port on 127.0.0.1 (reset, status); 0 picks a free one.
+    /// Control socket port on 127.0.0.1 (reset lines, power, counters); 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     control_port: u16,
 
