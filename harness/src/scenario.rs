@@ -514,6 +514,43 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// The next `n * lines` UART lines are client `i`'s `line(i, k)` for k = 0, 1, ...: each
+    /// whole, each client's in order, in any interleaving of clients (the first byte names the
+    /// client: `A` for c1).
+    async fn uart_lines_in_order(
+        &mut self,
+        n: usize,
+        lines: usize,
+        line: impl Fn(usize, usize) -> Vec<u8>,
+    ) -> Result<(), Failure> {
+        let mut next = vec![0usize; n];
+        for _ in 0..n * lines {
+            let got = self
+                .board
+                .serial
+                .line(deadline())
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("the UART stopped before every line arrived")?;
+            let i = got
+                .first()
+                .map(|b| b.wrapping_sub(b'A') as usize)
+                .filter(|&i| i < n)
+                .ok_or_else(|| format!("a mixed or foreign line on the UART: {}", show(&got)))?;
+            let want = line(i, next[i]);
+            ensure!(
+                got == want,
+                "c{} line {}: the UART got {}, expected {}",
+                i + 1,
+                next[i],
+                show(&got),
+                show(&want)
+            );
+            next[i] += 1;
+        }
+        Ok(())
+    }
+
     /// Proves nothing else reached the UART: a marker line from `c` must be the next line.
     async fn uart_quiet(&mut self, c: &mut Client) -> Result<(), Failure> {
         self.send(c, b"marker\n").await?;
@@ -589,31 +626,7 @@ async fn ordering(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     cx.t.note(format!(
         "c1..c{n} -> {LINES} lines each, at once, in odd-sized pieces"
     ));
-    let mut next = vec![0usize; n];
-    for _ in 0..n * LINES {
-        let line = cx
-            .board
-            .serial
-            .line(deadline())
-            .await
-            .map_err(|e| e.to_string())?;
-        let line = line.ok_or("the UART stopped before every line arrived")?;
-        let i = line
-            .first()
-            .map(|b| b.wrapping_sub(b'A') as usize)
-            .filter(|&i| i < n);
-        let i = i.ok_or_else(|| format!("a mixed or foreign line on the UART: {}", show(&line)))?;
-        let want = ordering_line(i, next[i]);
-        ensure!(
-            line == want,
-            "c{} line {}: the UART got {}, expected {}",
-            i + 1,
-            next[i],
-            show(&line),
-            show(&want)
-        );
-        next[i] += 1;
-    }
+    cx.uart_lines_in_order(n, LINES, ordering_line).await?;
     cx.t.note(format!(
         "uart <- {} whole lines, each client's in order",
         n * LINES
@@ -936,29 +949,7 @@ async fn quiet_loop(cx: &mut Ctx<'_>) -> Result<(), Failure> {
         "c1..c{n} -> {LINES} lines each while uart -> {} bytes to all",
         stream.len()
     ));
-    let mut next = vec![0usize; n];
-    for _ in 0..n * LINES {
-        let line = cx
-            .board
-            .serial
-            .line(deadline())
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the UART stopped before every line arrived")?;
-        let i = line
-            .first()
-            .map(|b| b.wrapping_sub(b'A') as usize)
-            .filter(|&i| i < n)
-            .ok_or_else(|| format!("a mixed or foreign line on the UART: {}", show(&line)))?;
-        ensure!(
-            line == line_of(i, next[i]),
-            "c{} line {}: the UART got {}",
-            i + 1,
-            next[i],
-            show(&line)
-        );
-        next[i] += 1;
-    }
+    cx.uart_lines_in_order(n, LINES, line_of).await?;
     cx.t.note(format!(
         "uart <- {} whole lines, each client's in order",
         n * LINES

@@ -113,6 +113,10 @@ where
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = crate::firmware_for(&profile) {
+        eprintln!("virtual-board: {e}");
+        return ExitCode::from(2);
+    }
     if cli.baud == Some(0) {
         eprintln!("virtual-board: --baud must be greater than 0");
         return ExitCode::from(2);

@@ -329,10 +329,16 @@ fn exits_when_its_parent_goes_away() {
 )]
 #[case::not_toml("name = \n", "malformed board profile")]
 fn malformed_profile_fails_fast_naming_the_field(#[case] text: &str, #[case] needle: &str) {
+    refused_profile(text, needle);
+}
+
+/// Starts the board with a profile file holding `text`: it must stop before it is ready, with
+/// exit 2 and one line containing `needle`.
+fn refused_profile(text: &str, needle: &str) {
     let path = std::env::temp_dir().join(format!(
-        "vb-bad-{}-{}.toml",
+        "vb-profile-{}-{}.toml",
         std::process::id(),
-        needle.len()
+        text.len()
     ));
     std::fs::write(&path, text).unwrap();
     let out = std::process::Command::new(BIN)
@@ -343,7 +349,38 @@ fn malformed_profile_fails_fast_naming_the_field(#[case] text: &str, #[case] nee
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains(needle), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(out.stdout.is_empty(), "no ready line for a bad profile");
+}
+
+/// Each shipped profile describes the firmware environment it names: the twin runs that build.
+#[rstest]
+fn every_shipped_profile_matches_its_firmware_build(
+    #[values("nodemcu-v2", "nodemcu-v2-raw", "tiny")] name: &str,
+) {
+    let profile = relay_core::profile::Profile::load(name).unwrap();
+    let build = virtual_board::firmware_for(&profile).unwrap();
+    assert_eq!(build.env, profile.firmware.env);
+}
+
+#[rstest]
+#[case::limit(
+    "name = 'x'\n[relay]\nmax_clients = 3\n",
+    "relay.max_clients is 3, the build has RELAY_MAX_CLIENTS=4"
+)]
+#[case::port(
+    "name = 'x'\n[net]\nport = 23\n",
+    "net.port is 23, the build has RELAY_PORT=8888"
+)]
+#[case::env(
+    "name = 'x'\n[firmware]\nenv = 'esp32'\n",
+    "firmware.env `esp32` is no environment"
+)]
+fn a_profile_its_firmware_build_does_not_match_is_refused(
+    #[case] text: &str,
+    #[case] needle: &str,
+) {
+    refused_profile(text, needle);
 }
 
 #[rstest]
