@@ -20,10 +20,26 @@ _Static_assert(RELAY_UARTQ_SIZE >= RELAY_MAX_LINE + RELAY_EOL_MAX && RELAY_UARTQ
 enum { SLOT_FREE = 0, SLOT_OPEN = 1, SLOT_CLOSING = 2 };
 
 enum {
-    F_SKIP_LF = 1u << 0,    /* last terminator was CR: a following LF belongs to it */
+    F_AFTER_CR = 1u << 0,   /* last terminator was CR: a following LF or NUL belongs to it */
     F_DISCARDING = 1u << 1, /* inside an overlong line, dropping until its terminator */
     F_FULL = 1u << 2,       /* transmit queue overflowed and has not drained to half */
+    F_TELNET = 1u << 3,     /* the client spoke telnet: its UART stream escapes 0xFF */
 };
+
+/* Telnet (RFC 854) bytes and the one option the relay answers yes to. */
+enum {
+    IAC = 255,
+    DONT = 254,
+    DO = 253,
+    WONT = 252,
+    WILL = 251,
+    SB = 250,
+    SE = 240,
+    TELOPT_TIMING_MARK = 6, /* RFC 860 */
+};
+
+/* Where a client's telnet command stands, byte by byte, across reads. */
+enum { TN_DATA = 0, TN_IAC, TN_WILL, TN_WONT, TN_DO, TN_DONT, TN_SB, TN_SB_IAC };
 
 /* ---- small bounded text writer (no libc) ---- */
 
@@ -203,6 +219,21 @@ static void txq_push(relay_t *r, struct relay_client *c, const uint8_t *data, si
     }
 }
 
+/* UART bytes for a telnet client: each 0xFF doubled (IAC IAC), the pair queued whole. */
+static void txq_push_escaped(relay_t *r, struct relay_client *c, const uint8_t *data,
+                             size_t n) {
+    static const uint8_t iac_iac[2] = {IAC, IAC};
+    size_t start = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (data[k] == IAC) {
+            txq_push(r, c, data + start, k - start, false);
+            txq_push(r, c, iac_iac, 2, true);
+            start = k + 1;
+        }
+    }
+    txq_push(r, c, data + start, n - start, false);
+}
+
 static void release(relay_t *r, struct relay_client *c, int slot) {
     if (c->line_len > 0 || (c->flags & F_DISCARDING)) {
         r->st.partial_discards++;
@@ -314,6 +345,60 @@ static void overflow(relay_t *r, struct relay_client *c) {
     txq_push(r, c, (const uint8_t *)notice, n < sizeof notice ? n : sizeof notice - 1, true);
 }
 
+/* The relay refuses every option (RFC 1143: we never enable one, so each WILL gets DONT and
+ * each DO gets WONT, once per request; WONT and DONT need no answer, so nothing loops), except
+ * that DO TIMING-MARK is answered WILL, which is how RFC 860 marks "all before this is done". */
+static void telnet_reply(relay_t *r, struct relay_client *c, uint8_t verb, uint8_t option) {
+    const uint8_t reply[3] = {IAC, verb, option};
+    txq_push(r, c, reply, sizeof reply, true);
+}
+
+/* Takes one byte of a telnet command. Returns true if it was the command's; with *data set it
+ * stands for a 0xFF data byte (IAC IAC). */
+static bool telnet_byte(relay_t *r, struct relay_client *c, uint8_t b, bool *data) {
+    *data = false;
+    switch (c->telnet) {
+    case TN_DATA:
+        if (b != IAC) {
+            return false;
+        }
+        c->telnet = TN_IAC;
+        return true;
+    case TN_IAC:
+        c->flags |= F_TELNET;
+        c->telnet = TN_DATA;
+        switch (b) {
+        case IAC: *data = true; break;
+        case WILL: c->telnet = TN_WILL; break;
+        case WONT: c->telnet = TN_WONT; break;
+        case DO: c->telnet = TN_DO; break;
+        case DONT: c->telnet = TN_DONT; break;
+        case SB: c->telnet = TN_SB; break;
+        default: break; /* IP, AYT, NOP, ...: none reaches the UART */
+        }
+        return true;
+    case TN_WILL: telnet_reply(r, c, DONT, b); break;
+    case TN_DO: telnet_reply(r, c, b == TELOPT_TIMING_MARK ? WILL : WONT, b); break;
+    case TN_SB: c->telnet = b == IAC ? TN_SB_IAC : TN_SB; return true;
+    case TN_SB_IAC: c->telnet = b == SE ? TN_DATA : TN_SB; return true;
+    default: break; /* WONT, DONT: an answer, or a peer turning off what was never on */
+    }
+    c->telnet = TN_DATA;
+    return true;
+}
+
+/* One content byte of a line: the overflow guard, or the line buffer. */
+static void line_byte(relay_t *r, struct relay_client *c, uint8_t b) {
+    if (c->flags & F_DISCARDING) {
+        return;
+    }
+    if (c->line_len >= r->cfg.max_line) {
+        overflow(r, c);
+        return;
+    }
+    c->line[c->line_len++] = b;
+}
+
 static size_t input_line(relay_t *r, int slot, struct relay_client *c, const uint8_t *data,
                          size_t len) {
     const uint8_t *eol = EOL_BYTES[r->cfg.eol];
@@ -321,9 +406,21 @@ static size_t input_line(relay_t *r, int slot, struct relay_client *c, const uin
     size_t i = 0;
     while (i < len) {
         uint8_t b = data[i];
-        if (c->flags & F_SKIP_LF) {
-            c->flags &= (uint8_t)~F_SKIP_LF;
-            if (b == '\n') {
+        if (c->telnet != TN_DATA || b == IAC) {
+            bool is_data;
+            telnet_byte(r, c, b, &is_data);
+            i++;
+            if (!is_data) {
+                continue; /* a command is out of band: a CR LF around it stays one terminator */
+            }
+            c->flags &= (uint8_t)~F_AFTER_CR;
+            line_byte(r, c, IAC);
+            continue;
+        }
+        if (c->flags & F_AFTER_CR) {
+            c->flags &= (uint8_t)~F_AFTER_CR;
+            /* CR LF is one terminator; so is CR NUL, telnet's bare CR (RFC 854). */
+            if (b == '\n' || b == '\0') {
                 i++;
                 continue;
             }
@@ -344,24 +441,21 @@ static size_t input_line(relay_t *r, int slot, struct relay_client *c, const uin
                 committed(r, slot);
             }
             if (b == '\r') {
-                c->flags |= F_SKIP_LF;
+                c->flags |= F_AFTER_CR;
             }
             i++;
             continue;
         }
-        if (c->flags & F_DISCARDING) {
+        if ((c->flags & F_DISCARDING) || c->line_len >= r->cfg.max_line) {
+            line_byte(r, c, b);
             i++;
             continue;
         }
-        if (c->line_len >= r->cfg.max_line) {
-            overflow(r, c);
-            i++;
-            continue;
-        }
-        /* Copy the run of plain bytes up to the next terminator or the line limit. */
+        /* Copy the run of plain bytes up to the next terminator, IAC or the line limit. */
         size_t run = 0;
         size_t room = (size_t)r->cfg.max_line - c->line_len;
-        while (run < room && i + run < len && data[i + run] != '\n' && data[i + run] != '\r') {
+        while (run < room && i + run < len && data[i + run] != '\n' && data[i + run] != '\r' &&
+               data[i + run] != IAC) {
             run++;
         }
         memcpy(c->line + c->line_len, data + i, run);
@@ -398,7 +492,12 @@ void relay_uart_input(relay_t *r, const uint8_t *data, size_t len) {
     r->st.uart_rx += len;
     for (int i = 0; i < (int)r->cfg.max_clients; i++) {
         struct relay_client *c = &r->client[i];
-        if (c->state == SLOT_OPEN) {
+        if (c->state != SLOT_OPEN) {
+            continue;
+        }
+        if (c->flags & F_TELNET) {
+            txq_push_escaped(r, c, data, len);
+        } else {
             txq_push(r, c, data, len, false);
         }
     }

@@ -119,6 +119,7 @@ struct relay_client {
     uint16_t txq_len;
     uint8_t state;
     uint8_t flags;
+    uint8_t telnet; /* where the client's telnet command stands (line mode) */
     uint8_t line[RELAY_MAX_LINE];
     uint8_t txq[RELAY_TXQ_SIZE];
 };

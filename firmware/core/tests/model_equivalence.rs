@@ -1,5 +1,6 @@
 //! Property test: random event sequences through the C core and the Rust model agree byte for
-//! byte (UART output, every client's output, closes, accept results and all counters).
+//! byte (UART output, every client's output, closes, accept results and all counters), telnet
+//! commands split across reads included.
 
 mod model;
 
@@ -23,7 +24,17 @@ enum Event {
 /// Bytes biased towards terminators so that framing edges come up often.
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
-        prop_oneof![4 => Just(b'a'), 2 => Just(b'\n'), 2 => Just(b'\r'), 1 => any::<u8>()],
+        prop_oneof![
+            4 => Just(b'a'),
+            2 => Just(b'\n'),
+            2 => Just(b'\r'),
+            1 => any::<u8>(),
+            // Telnet: IAC, its commands and verbs, NUL after CR, TIMING-MARK.
+            1 => Just(0xff),
+            1 => 0xf0..=0xfeu8,
+            1 => Just(0),
+            1 => Just(6),
+        ],
         0..max,
     )
 }

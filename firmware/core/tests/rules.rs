@@ -75,13 +75,70 @@ fn send(r: &mut Relay, slot: usize, data: &[u8]) {
 #[case::cr_then_other_line(b"abc\r|def\n", b"abc\ndef\n")]
 #[case::byte_at_a_time(b"a|b|\r|\n|c|\n", b"ab\nc\n")]
 #[case::no_terminator_no_output(b"abc", b"")]
-#[case::control_bytes_forwarded(b"\x00\x1b[\x7f\xff\n", b"\x00\x1b[\x7f\xff\n")]
+#[case::control_bytes_forwarded(b"\x00\x1b[\x7f\n", b"\x00\x1b[\x7f\n")]
+#[case::cr_nul_is_one_terminator(b"ab\r\x00cd\n", b"ab\ncd\n")]
+#[case::cr_nul_split_across_reads(b"ab\r|\x00cd\n", b"ab\ncd\n")]
+// Telnet (line mode): a client's commands never reach the UART.
+#[case::iac_iac_is_one_0xff(b"a\xff\xffb\n", b"a\xffb\n")]
+#[case::iac_iac_split_across_reads(b"a\xff|\xffb\n", b"a\xffb\n")]
+#[case::negotiation_glued_to_a_line(b"\xff\xfb\x1f\xff\xfb\x20\xff\xfd\x01hi\n", b"hi\n")]
+#[case::negotiation_split_across_reads(b"a\xff|\xfb|\x18b\n", b"ab\n")]
+#[case::commands_are_dropped(b"a\xff\xf4\xff\xf6\xff\xf1b\n", b"ab\n")]
+#[case::subnegotiation_is_skipped(b"\xff\xfa\x1f\x00\x50\x00\x18\xff\xf0ok\n", b"ok\n")]
+#[case::iac_iac_inside_subnegotiation(b"\xff\xfa\x18\xff\xff\n\xff\xf0ok\n", b"ok\n")]
+#[case::crlf_around_a_command(b"ab\r\xff\xf1\ncd\n", b"ab\ncd\n")]
 fn framing(mut relay: Relay, #[case] reads: &[u8], #[case] expected: &[u8]) {
     let s = relay.accept().unwrap();
     for r in reads.split(|&b| b == b'|') {
         send(&mut relay, s, r);
     }
     assert_eq!(uart(&mut relay), expected);
+}
+
+/// RFC 1143: the relay enables no option, so it refuses each one asked once, and answers
+/// nothing to WONT and DONT (which only confirm that an option is off); RFC 860: DO
+/// TIMING-MARK gets WILL TIMING-MARK, so a client waiting for it goes on.
+#[rstest]
+fn telnet_requests_are_refused_once_and_timing_mark_is_answered(mut relay: Relay) {
+    let s = relay.accept().unwrap();
+    send(
+        &mut relay,
+        s,
+        b"\xff\xfb\x1f\xff\xfd\x03\xff\xfe\x01\xff\xfc\x18\xff\xfd\x06\xff\xfd\x03",
+    );
+    assert_eq!(
+        rx(&mut relay, s),
+        b"\xff\xfe\x1f\xff\xfc\x03\xff\xfb\x06\xff\xfc\x03",
+        "DONT NAWS, WONT SGA, (nothing), (nothing), WILL TIMING-MARK, WONT SGA"
+    );
+    assert_eq!(uart(&mut relay), b"");
+}
+
+#[rstest]
+fn uart_0xff_is_doubled_only_for_a_client_that_spoke_telnet(mut relay: Relay) {
+    let telnet = relay.accept().unwrap();
+    let plain = relay.accept().unwrap();
+    send(&mut relay, telnet, b"\xff\xf1");
+    relay.uart_input(b"a\xffb");
+    assert_eq!(rx(&mut relay, telnet), b"a\xff\xffb");
+    assert_eq!(rx(&mut relay, plain), b"a\xffb");
+}
+
+#[rstest]
+fn raw_mode_is_byte_transparent() {
+    let mut r = Relay::new(
+        Config {
+            mode: Mode::Raw,
+            ..cfg()
+        },
+        0,
+    )
+    .unwrap();
+    let s = r.accept().unwrap();
+    send(&mut r, s, b"\xff\xfb\x01\xff");
+    assert_eq!(uart(&mut r), b"\xff\xfb\x01\xff");
+    r.uart_input(b"\xff");
+    assert_eq!(rx(&mut r, s), b"\xff", "no answer, no doubling");
 }
 
 #[rstest]

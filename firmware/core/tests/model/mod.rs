@@ -5,10 +5,26 @@ use std::collections::VecDeque;
 
 use relay_core::{ClientStats, Config, Mode, NOTICE_MAX, Stats};
 
+/// Where a client's telnet command stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Telnet {
+    Data,
+    Iac,
+    /// After WILL, WONT, DO or DONT: the option comes next.
+    Verb(u8),
+    Sub,
+    SubIac,
+}
+
+const IAC: u8 = 255;
+
 #[derive(Debug)]
 struct Client {
     line: Vec<u8>,
     after_cr: bool,
+    telnet: Telnet,
+    /// It sent a telnet command: 0xFF from the UART reaches it doubled.
+    speaks_telnet: bool,
     overlong: bool,
     queue: VecDeque<u8>,
     /// When the queue first overflowed, until it drains to half.
@@ -50,6 +66,8 @@ impl Model {
         self.slots[slot] = Some(Client {
             line: Vec::new(),
             after_cr: false,
+            telnet: Telnet::Data,
+            speaks_telnet: false,
             overlong: false,
             queue: VecDeque::new(),
             overflowed_at: None,
@@ -134,8 +152,17 @@ impl Model {
         let eol = self.cfg.eol.bytes();
         for (i, &b) in data.iter().enumerate() {
             let c = self.slots[slot].as_mut().unwrap();
-            if std::mem::take(&mut c.after_cr) && b == b'\n' {
-                continue; // the LF of a CRLF
+            // Telnet first: its commands are out of band, so CR, command, LF is still CR LF.
+            if c.telnet != Telnet::Data || b == IAC {
+                if self.telnet(slot, b) {
+                    let c = self.slots[slot].as_mut().unwrap();
+                    c.after_cr = false;
+                    self.content(slot, IAC);
+                }
+                continue;
+            }
+            if std::mem::take(&mut c.after_cr) && (b == b'\n' || b == 0) {
+                continue; // the LF of a CR LF, or the NUL of telnet's bare CR
             }
             match b {
                 b'\r' | b'\n' => {
@@ -154,20 +181,63 @@ impl Model {
                     c.line.clear();
                     c.after_cr = b == b'\r';
                 }
-                _ if c.overlong => {}
-                _ if c.line.len() == self.cfg.max_line => {
-                    c.line.clear();
-                    c.overlong = true;
-                    c.c.overflows += 1;
-                    self.g.overflows += 1;
-                    let notice = format!("!relay overflow max_line={}\r\n", self.cfg.max_line);
-                    assert!(notice.len() < NOTICE_MAX);
-                    self.queue_to(slot, notice.as_bytes(), true);
-                }
-                _ => c.line.push(b),
+                _ => self.content(slot, b),
             }
         }
         data.len()
+    }
+
+    /// A byte of line content: kept, or the overflow guard.
+    fn content(&mut self, slot: usize, b: u8) {
+        let c = self.slots[slot].as_mut().unwrap();
+        if c.overlong {
+            return;
+        }
+        if c.line.len() < self.cfg.max_line {
+            c.line.push(b);
+            return;
+        }
+        c.line.clear();
+        c.overlong = true;
+        c.c.overflows += 1;
+        self.g.overflows += 1;
+        let notice = format!("!relay overflow max_line={}\r\n", self.cfg.max_line);
+        assert!(notice.len() < NOTICE_MAX);
+        self.queue_to(slot, notice.as_bytes(), true);
+    }
+
+    /// One byte of a telnet command; true when it stands for a 0xFF data byte. The relay
+    /// refuses every option (WILL gets DONT, DO gets WONT) but DO TIMING-MARK, which gets WILL;
+    /// WONT and DONT get nothing; subnegotiation is skipped to IAC SE.
+    fn telnet(&mut self, slot: usize, b: u8) -> bool {
+        let c = self.slots[slot].as_mut().unwrap();
+        let (next, reply) = match (c.telnet, b) {
+            (Telnet::Data, _) => (Telnet::Iac, None),
+            (Telnet::Iac, IAC) => {
+                c.speaks_telnet = true;
+                c.telnet = Telnet::Data;
+                return true;
+            }
+            (Telnet::Iac, 251..=254) => (Telnet::Verb(b), None),
+            (Telnet::Iac, 250) => (Telnet::Sub, None),
+            (Telnet::Iac, _) => (Telnet::Data, None),
+            (Telnet::Verb(251), opt) => (Telnet::Data, Some([IAC, 254, opt])),
+            (Telnet::Verb(253), 6) => (Telnet::Data, Some([IAC, 251, 6])),
+            (Telnet::Verb(253), opt) => (Telnet::Data, Some([IAC, 252, opt])),
+            (Telnet::Verb(_), _) => (Telnet::Data, None),
+            (Telnet::Sub, IAC) => (Telnet::SubIac, None),
+            (Telnet::Sub, _) => (Telnet::Sub, None),
+            (Telnet::SubIac, 240) => (Telnet::Data, None),
+            (Telnet::SubIac, _) => (Telnet::Sub, None),
+        };
+        if c.telnet == Telnet::Iac {
+            c.speaks_telnet = true;
+        }
+        c.telnet = next;
+        if let Some(r) = reply {
+            self.queue_to(slot, &r, true);
+        }
+        false
     }
 
     fn free(&mut self, slot: usize) {
@@ -188,8 +258,19 @@ impl Model {
     pub fn uart_input(&mut self, data: &[u8]) {
         self.g.uart_rx += data.len() as u64;
         for slot in 0..self.slots.len() {
-            if self.open(slot) && !data.is_empty() {
+            if !self.open(slot) || data.is_empty() {
+                continue;
+            }
+            if !self.slots[slot].as_ref().unwrap().speaks_telnet {
                 self.queue_to(slot, data, false);
+                continue;
+            }
+            // Each 0xFF doubled, the pair queued whole or not at all.
+            for (k, run) in data.split(|&b| b == IAC).enumerate() {
+                if k > 0 {
+                    self.queue_to(slot, &[IAC, IAC], true);
+                }
+                self.queue_to(slot, run, false);
             }
         }
     }
