@@ -61,6 +61,24 @@ pub fn read_until<R: Read + AsFd>(
     true
 }
 
+/// Reads `src` to its end into `buf`; false at the ceiling.
+pub fn read_to_eof<R: Read + AsFd>(src: &mut R, buf: &mut Vec<u8>) -> bool {
+    let deadline = Instant::now() + CEILING;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if !wait_readable(&*src, deadline) {
+            return false;
+        }
+        match src.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
 /// Splits the first complete line (terminated by LF) off the front of `buf`.
 pub fn take_line(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     let end = buf.iter().position(|&b| b == b'\n')?;
