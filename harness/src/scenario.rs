@@ -593,16 +593,19 @@ async fn echo_raw(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     cx.counters(&["uart_rx", "uart_tx"]).await
 }
 
-/// Lines of client `i`, as the ordering scenario sends them.
-fn ordering_line(i: usize, n: usize) -> Vec<u8> {
+/// Line `n` of client `i`, as the ordering scenario sends it: a 5-byte head and up to 39
+/// more, no longer than the board's `max_line`.
+fn ordering_line(i: usize, n: usize, max_line: usize) -> Vec<u8> {
     let tag = (b'A' + i as u8) as char;
-    format!("{tag}{n:03}:{}", tag.to_string().repeat(n % 40)).into_bytes()
+    let tail = n % (max_line.saturating_sub(5).min(39) + 1);
+    format!("{tag}{n:03}:{}", tag.to_string().repeat(tail)).into_bytes()
 }
 
 async fn ordering(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     const CLIENTS: usize = 3;
     const LINES: usize = 60;
     let n = CLIENTS.min(cx.board.limits.max_clients);
+    let max_line = cx.board.limits.max_line;
     let mut clients = Vec::new();
     for _ in 0..n {
         clients.push(cx.connect().await?);
@@ -611,7 +614,7 @@ async fn ordering(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     let mut writers = Vec::new();
     for (i, mut c) in clients.into_iter().enumerate() {
         let text: Vec<u8> = (0..LINES)
-            .flat_map(|k| [ordering_line(i, k), b"\n".to_vec()].concat())
+            .flat_map(|k| [ordering_line(i, k, max_line), b"\n".to_vec()].concat())
             .collect();
         writers.push(tokio::spawn(async move {
             for (k, piece) in text.chunks(7 + 4 * i).enumerate() {
@@ -626,7 +629,8 @@ async fn ordering(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     cx.t.note(format!(
         "c1..c{n} -> {LINES} lines each, at once, in odd-sized pieces"
     ));
-    cx.uart_lines_in_order(n, LINES, ordering_line).await?;
+    cx.uart_lines_in_order(n, LINES, |i, k| ordering_line(i, k, max_line))
+        .await?;
     cx.t.note(format!(
         "uart <- {} whole lines, each client's in order",
         n * LINES
@@ -674,10 +678,12 @@ async fn disconnect(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     cx.close(c, "closes").await?;
     cx.uart_expect(b"last words").await?;
     // 2. A reset mid-line, then 3. a clean close mid-line: nothing of either line arrives.
-    // (In this order, a relay has seen the reset by the time it closes back the clean one.)
     let mut c = cx.connect().await?;
     cx.send(&mut c, b"cut short by a rese").await?;
     cx.reset(c, "resets mid-line");
+    // Its slot is free once the relay has seen the reset: on a two-slot board the next client
+    // needs it.
+    cx.wait_counter("disconnects", 2).await?;
     let mut c = cx.connect().await?;
     cx.send(&mut c, b"half a li").await?;
     cx.close(c, "closes mid-line").await?;
