@@ -261,7 +261,8 @@ impl Board {
         let Some(path) = &self.flash_path else {
             return Ok(self.firmware.built_in_id.clone());
         };
-        let bytes = std::fs::read(path).map_err(|e| {
+        // At most the largest flash: the file may have grown since the board started.
+        let bytes = relay_core::bounded::read(path, relay_core::image::FLASH_MAX).map_err(|e| {
             tracing::warn!("cannot read the flash {}: {e}", path.display());
             "ets_main.c \r\n"
         })?;

@@ -568,6 +568,30 @@ fn the_flash_outlives_the_process_and_is_read_at_every_boot() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// The ROM reads at most 16 MiB of flash at a boot: a flash file that grew past that since the
+/// board started boots nothing, and the board reads none of it.
+#[rstest]
+fn a_flash_file_grown_past_16_mib_boots_nothing() {
+    let path = flash_path("grown");
+    write_flash(&path, &relay_image("grown01"));
+    let mut vb = Vb::start(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    assert!(vb.banner.contains(" build=grown01 "), "{}", vb.banner);
+    // Sparse: the relay image stays at 0x0, followed by zeros.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len((16 << 20) + 1).unwrap();
+    assert_eq!(vb.control("reset"), "ok reset\n");
+    let rom = vb.uart_line_starting(" ets ");
+    assert!(rom.contains("rst cause:2"), "{rom}");
+    assert_eq!(String::from_utf8_lossy(&vb.uart_line()).trim_end(), "");
+    assert_eq!(
+        String::from_utf8_lossy(&vb.uart_line()).trim_end(),
+        "ets_main.c"
+    );
+    vb.refused("no relay runs");
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+}
+
 /// esptool, installed by `./hil setup` (or named by ESPTOOL).
 fn esptool() -> std::path::PathBuf {
     let path = std::env::var_os("ESPTOOL")
