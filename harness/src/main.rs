@@ -234,6 +234,11 @@ impl BoardArgs {
         let mut retry = format!("relay-hil flash --force --firmware {}", path.display());
         match &target {
             Target::Virtual { .. } => {
+                virtual_board::board::check_flash_file(&self.flash_file).map_err(|e| {
+                    HilError::Usage {
+                        reason: format!("--flash-file {}: {e}", self.flash_file.display()),
+                    }
+                })?;
                 if let Some(dir) = self.flash_file.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| HilError::Usage {
                         reason: format!("cannot create {}: {e}", dir.display()),

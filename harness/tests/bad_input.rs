@@ -216,7 +216,8 @@ fn assert_bounded_refusal(tag: &str, args: &[&str], needle: &str) {
 
 /// `/dev/zero` wherever a file is read. Memory is bounded by construction: images and profiles
 /// go through `relay_core::bounded::read`, which reads at most one byte past the bound (16 MiB,
-/// 64 KiB). The cap makes a run that reads more fail here instead of eating the machine.
+/// 64 KiB), and a flash file is only stat'ed, never read, before the board starts. The cap
+/// makes a run that reads more fail here instead of eating the machine.
 #[rstest]
 #[case::flash_firmware(
     &["flash", "--firmware", "/dev/zero"],
@@ -233,6 +234,14 @@ fn assert_bounded_refusal(tag: &str, args: &[&str], needle: &str) {
 #[case::flash_profile(
     &["flash", "--firmware", "IMAGE", "--profile", "/dev/zero"],
     "relay-hil: board profile /dev/zero is too big: more than 64 KiB"
+)]
+#[case::flash_file(
+    &["run", "--firmware", "IMAGE", "--flash-file", "/dev/zero"],
+    "relay-hil: --flash-file /dev/zero: not a regular file"
+)]
+#[case::virtual_board_flash(
+    &["virtual-board", "--flash", "/dev/zero"],
+    "virtual-board: --flash /dev/zero: not a regular file"
 )]
 #[case::virtual_board_profile(
     &["virtual-board", "-p", "/dev/zero"],
@@ -257,6 +266,18 @@ fn dev_zero_anywhere_a_file_is_read(#[case] args: &[&str], #[case] needle: &str)
     (64 << 10) + 1,
     &["run", "--profile", "FILE"],
     "is too big: 65537 bytes, more than 64 KiB"
+)]
+#[case::flash_file(
+    "big.flash",
+    (16 << 20) + 1,
+    &["run", "--firmware", "IMAGE", "--flash-file", "FILE"],
+    "--flash-file FILE: 16777217 bytes, more than 16 MiB"
+)]
+#[case::virtual_board_flash(
+    "big.flash",
+    (16 << 20) + 1,
+    &["virtual-board", "--flash", "FILE"],
+    "--flash FILE: 16777217 bytes, more than 16 MiB"
 )]
 fn a_file_one_byte_past_its_bound(
     #[case] name: &str,

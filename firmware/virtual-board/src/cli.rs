@@ -117,6 +117,12 @@ where
         eprintln!("virtual-board: {e}");
         return ExitCode::from(2);
     }
+    if let Some(path) = &cli.flash
+        && let Err(e) = crate::board::check_flash_file(path)
+    {
+        eprintln!("virtual-board: --flash {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
     if cli.baud == Some(0) {
         eprintln!("virtual-board: --baud must be greater than 0");
         return ExitCode::from(2);

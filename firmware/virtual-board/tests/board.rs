@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use rstest::rstest;
-use support::{BIN, CEILING, Vb, client_eof, client_line};
+use support::{BIN, CEILING, Vb, client_eof, client_line, run_within};
 
 #[rstest]
 fn ready_line_and_banner_describe_the_board() {
@@ -590,6 +590,31 @@ fn a_flash_file_grown_past_16_mib_boots_nothing() {
     vb.refused("no relay runs");
     drop(vb);
     std::fs::remove_file(&path).unwrap();
+}
+
+/// A flash file the board cannot hold stops it before it starts: exit 2 and one line, at once.
+#[rstest]
+#[case::device("/dev/zero", "--flash /dev/zero: not a regular file")]
+#[case::past_16_mib("BIG", "bytes, more than 16 MiB (the largest ESP8266 flash)")]
+fn an_unusable_flash_file_is_refused_at_start(#[case] flash: &str, #[case] needle: &str) {
+    // Sparse: no disk is spent.
+    let big = flash_path(&format!("big-{}", needle.len()));
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len((16 << 20) + 1)
+        .unwrap();
+    let flash = if flash == "BIG" {
+        big.to_str().unwrap()
+    } else {
+        flash
+    };
+    let out = run_within(&["--flash", flash], Duration::from_secs(10));
+    std::fs::remove_file(&big).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(needle), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(out.stdout.is_empty(), "no ready line");
 }
 
 /// esptool, installed by `./hil setup` (or named by ESPTOOL).
