@@ -67,8 +67,14 @@ struct BoardArgs {
     #[arg(short, long, env = "RELAY_HIL_PROFILE", value_name = "NAME|PATH")]
     profile: Option<String>,
 
-    /// Seconds to wait for the banner after a reset [default: 30 for a NodeMCU, 10 virtual].
-    #[arg(long, env = "RELAY_HIL_BANNER_TIMEOUT", value_name = "SECS")]
+    /// Seconds to wait for the banner after a reset, at most a day [default: 30 for a NodeMCU,
+    /// 10 virtual].
+    #[arg(
+        long,
+        env = "RELAY_HIL_BANNER_TIMEOUT",
+        value_name = "SECS",
+        value_parser = relay_hil::select::wait_secs
+    )]
     banner_timeout: Option<u64>,
 
     /// The virtual board's flash, a file kept between runs, used when a firmware image is

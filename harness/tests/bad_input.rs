@@ -322,3 +322,56 @@ fn an_endless_fifo_as_firmware() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A clap parse error: exit 2, no panic, and a first line naming the option and its range.
+fn assert_parse_error(out: &Output, option: &str, range: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("error: invalid value ") && first.contains(option),
+        "{err}"
+    );
+    assert!(first.contains(range), "{err}");
+}
+
+/// Durations at most a day, so no deadline can overflow.
+#[rstest]
+#[case::banner_timeout_max(
+    &["run", "--banner-timeout", "18446744073709551615"],
+    "'--banner-timeout <SECS>'",
+    "from 1 to 86400 (a day)"
+)]
+#[case::banner_timeout_a_day_and_a_second(
+    &["run", "--banner-timeout", "86401"],
+    "'--banner-timeout <SECS>'",
+    "from 1 to 86400 (a day)"
+)]
+#[case::flash_banner_timeout(
+    &["flash", "--firmware", "x.bin", "--banner-timeout", "86401"],
+    "'--banner-timeout <SECS>'",
+    "(a day)"
+)]
+#[case::rtt(
+    &["virtual-board", "--rtt-ms", "86400001"],
+    "'--rtt-ms <MS>'",
+    "from 0 to 86400000 (a day)"
+)]
+fn out_of_range_values_are_parse_errors(
+    #[case] args: &[&str],
+    #[case] option: &str,
+    #[case] range: &str,
+) {
+    let out = common::relay_hil_capped(args, Duration::from_secs(10));
+    assert_parse_error(&out, option, range);
+}
+
+#[rstest]
+fn an_out_of_range_banner_timeout_variable_is_a_parse_error() {
+    let out = common::command(&["run"])
+        .env("RELAY_HIL_BANNER_TIMEOUT", "86401")
+        .output()
+        .unwrap();
+    assert_parse_error(&out, "'--banner-timeout <SECS>'", "(a day)");
+}

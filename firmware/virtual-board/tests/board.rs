@@ -617,6 +617,19 @@ fn an_unusable_flash_file_is_refused_at_start(#[case] flash: &str, #[case] needl
     assert!(out.stdout.is_empty(), "no ready line");
 }
 
+/// A duration past a day is a parse error naming the option.
+#[rstest]
+fn an_rtt_past_a_day_is_refused() {
+    let out = run_within(&["--rtt-ms", "86400001"], Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: invalid value '86400001' for '--rtt-ms <MS>'")
+            && err.contains("(a day)"),
+        "{err}"
+    );
+}
+
 /// esptool, installed by `./hil setup` (or named by ESPTOOL).
 fn esptool() -> std::path::PathBuf {
     let path = std::env::var_os("ESPTOOL")
