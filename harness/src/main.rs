@@ -165,10 +165,11 @@ enum Command {
         #[arg(short, long, value_name = "PATH")]
         out: PathBuf,
 
-        /// Pad the application with filler to make the file about this many bytes, as big as a
-        /// real firmware (a NodeMCU relay build is about 300 KB), to measure flashing. The
-        /// smallest file is a little over 4 KiB: the application starts at 0x1000.
-        #[arg(long, value_name = "BYTES", default_value_t = 0)]
+        /// Pad the application with filler to make the file this many bytes (to 16 bytes
+        /// below), as big as a real firmware (a NodeMCU relay build is about 300 KB), to
+        /// measure flashing; at most 16 MiB, the largest flash. The smallest file is a little
+        /// over 4 KiB: the application starts at 0x1000.
+        #[arg(long, value_name = "BYTES", default_value_t = 0, value_parser = image_bytes)]
         size: usize,
     },
     /// List the scenarios.
@@ -412,6 +413,18 @@ fn run_id() -> String {
     )
 }
 
+/// `relay-hil image --size`: at most the largest flash, so the file is one any board can hold.
+fn image_bytes(text: &str) -> Result<usize, String> {
+    use relay_core::{bounded::Size, image::FLASH_MAX};
+    match text.parse::<u64>() {
+        Ok(n) if n <= FLASH_MAX => Ok(n as usize),
+        _ => Err(format!(
+            "must be a number of bytes from 0 to {FLASH_MAX} ({}, the largest ESP8266 flash)",
+            Size(FLASH_MAX)
+        )),
+    }
+}
+
 /// Writes a virtual-board relay image: a firmware file in the ESP8266 Arduino core's layout
 /// ([`relay_core::image::build_firmware`]), the build id record in the application's `.rodata`.
 fn image(build_id: Option<String>, out: &std::path::Path, size: usize) -> ExitCode {
@@ -425,8 +438,11 @@ fn image(build_id: Option<String>, out: &std::path::Path, size: usize) -> ExitCo
     // What the file takes besides the filler: the bootloader and its padding, the application's
     // header, five segment headers, the CRC words and the record.
     let fixed = APP_START + 8 + 5 * 8 + 8 + record.len();
+    // The application ends with its checksum byte on a 16-byte boundary: filler up to one byte
+    // short of the last boundary within `size` keeps the file within `size`.
+    let filler_len = (size / 16 * 16).saturating_sub(fixed + 1);
     // Filler that varies like code does, so SLIP escaping costs what it would.
-    let filler: Vec<u8> = (0..size.saturating_sub(fixed) as u32)
+    let filler: Vec<u8> = (0..filler_len as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     let bytes = build_firmware(

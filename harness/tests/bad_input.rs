@@ -336,7 +336,7 @@ fn assert_parse_error(out: &Output, option: &str, range: &str) {
     assert!(first.contains(range), "{err}");
 }
 
-/// Durations at most a day, so no deadline can overflow.
+/// Durations at most a day, so no deadline can overflow, and an image no bigger than a flash.
 #[rstest]
 #[case::banner_timeout_max(
     &["run", "--banner-timeout", "18446744073709551615"],
@@ -358,6 +358,16 @@ fn assert_parse_error(out: &Output, option: &str, range: &str) {
     "'--rtt-ms <MS>'",
     "from 0 to 86400000 (a day)"
 )]
+#[case::image_size(
+    &["image", "--size", "99999999999", "-o", "/dev/null"],
+    "'--size <BYTES>'",
+    "from 0 to 16777216 (16 MiB, the largest ESP8266 flash)"
+)]
+#[case::image_size_one_past(
+    &["image", "--size", "16777217", "-o", "/dev/null"],
+    "'--size <BYTES>'",
+    "(16 MiB"
+)]
 fn out_of_range_values_are_parse_errors(
     #[case] args: &[&str],
     #[case] option: &str,
@@ -374,4 +384,18 @@ fn an_out_of_range_banner_timeout_variable_is_a_parse_error() {
         .output()
         .unwrap();
     assert_parse_error(&out, "'--banner-timeout <SECS>'", "(a day)");
+}
+
+/// The largest image `relay-hil image` makes is exactly the largest flash, and a whole image.
+#[rstest]
+fn the_largest_image_fills_the_largest_flash() {
+    let dir = common::temp_dir("largest-image");
+    let path = dir.join("max.bin");
+    let out = relay_hil(&["image", "--size", "16777216", "-o", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::printed(&out));
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(bytes.len(), 16 << 20);
+    let fw = relay_core::image::parse_firmware(&bytes).unwrap();
+    assert_eq!(fw.check_file_crc(), Ok(()));
 }
