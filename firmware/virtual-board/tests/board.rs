@@ -630,6 +630,129 @@ fn an_rtt_past_a_day_is_refused() {
     );
 }
 
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kb * 1024
+}
+
+/// The control socket's replies on one connection, a line each, read as `send` is written.
+struct Control {
+    stream: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Control {
+    fn connect(vb: &Vb) -> Control {
+        let stream = std::net::TcpStream::connect(vb.ready.control).unwrap();
+        stream.set_read_timeout(Some(CEILING)).unwrap();
+        let reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        Control { stream, reader }
+    }
+
+    /// Sends `bytes` and returns the next reply line, without its newline; empty at EOF.
+    fn send(&mut self, bytes: &[u8]) -> String {
+        use std::io::BufRead;
+        self.stream.write_all(bytes).unwrap();
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line).unwrap();
+        String::from_utf8(line).unwrap().trim_end().to_owned()
+    }
+}
+
+/// A control line holds at most 256 bytes, its terminator aside: one more is refused, and the
+/// connection closed.
+#[rstest]
+#[case::exactly_the_limit(256, "ok commands: ")]
+#[case::with_crlf_at_the_limit(-256, "ok commands: ")]
+#[case::one_over(257, "err line too long (at most 256 bytes)")]
+fn a_control_line_is_at_most_256_bytes(#[case] len: i32, #[case] reply: &str) {
+    let vb = Vb::start(&[]);
+    let mut c = Control::connect(&vb);
+    let end = if len < 0 { "\r\n" } else { "\n" };
+    let line = format!(
+        "{:<width$}{end}",
+        "help",
+        width = len.unsigned_abs() as usize
+    );
+    let got = c.send(line.as_bytes());
+    assert!(got.starts_with(reply), "{got}");
+    if got.starts_with("err") {
+        assert_eq!(c.send(b""), "", "closed after the err");
+    } else {
+        assert!(
+            c.send(b"help\n").starts_with("ok "),
+            "the connection goes on"
+        );
+    }
+}
+
+/// 64 MiB with no newline: the board answers once, without the line, closes, and holds none of
+/// it (its peak memory barely moves); the next connection is served.
+#[rstest]
+fn an_endless_control_line_is_refused_without_being_held() {
+    let vb = Vb::start(&[]);
+    let before = peak_rss(vb.ready.pid);
+    let mut s = std::net::TcpStream::connect(vb.ready.control).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..1024 {
+            if w.write_all(&chunk).is_err() {
+                return; // the board has closed
+            }
+        }
+        let _ = w.shutdown(std::net::Shutdown::Write);
+    });
+    // Blocking reads: the writer shares this socket, and must not see EAGAIN.
+    s.set_read_timeout(Some(CEILING)).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match std::io::Read::read(&mut s, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the board never closed the connection: {e}"),
+        }
+    }
+    writer.join().unwrap();
+    let grew = peak_rss(vb.ready.pid).saturating_sub(before);
+    assert!(grew < 8 << 20, "the board grew by {} KiB", grew >> 10);
+    assert!(
+        got == b"err line too long (at most 256 bytes)\n",
+        "{} bytes: {:?}",
+        got.len(),
+        String::from_utf8_lossy(&got[..got.len().min(200)])
+    );
+    assert!(vb.control("help").starts_with("ok "));
+}
+
+/// A refused line is quoted back only in part, and bytes that are not UTF-8 get an `err`; the
+/// connection carries on after both.
+#[rstest]
+fn unknown_and_non_utf8_control_lines_get_short_errors() {
+    let vb = Vb::start(&[]);
+    let mut c = Control::connect(&vb);
+    let got = c.send(format!("{}\n", "y".repeat(200)).as_bytes());
+    assert!(
+        got.starts_with(&format!("err unknown command `{}…`; ", "y".repeat(32))),
+        "{got}"
+    );
+    assert!(got.len() < 120, "{} bytes: {got}", got.len());
+    assert_eq!(
+        c.send(b"dtr \xff\xfe\n"),
+        "err not UTF-8: a command line must be UTF-8 text"
+    );
+    assert!(c.send(b"help\n").starts_with("ok commands: "));
+}
+
 /// esptool, installed by `./hil setup` (or named by ESPTOOL).
 fn esptool() -> std::path::PathBuf {
     let path = std::env::var_os("ESPTOOL")
