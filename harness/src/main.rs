@@ -117,7 +117,8 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         junit: Option<PathBuf>,
 
-        /// Artifact folder [default: target/relay-hil/<run>].
+        /// Artifact folder [default: a new folder target/relay-hil/<YYYYMMDD-HHMMSS>-<pid>,
+        /// which target/relay-hil/latest then points at].
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
@@ -389,7 +390,7 @@ async fn dispatch(command: Command) -> ExitCode {
     }
 }
 
-/// `YYYYMMDD-HHMMSS` in UTC, for artifact folders.
+/// `YYYYMMDD-HHMMSS` in UTC: the start of an artifact folder's name.
 fn run_id() -> String {
     let secs = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -490,6 +491,8 @@ async fn run(
     if chosen.is_empty() {
         chosen = scenario::ALL.iter().collect();
     }
+    // The run's name is when it started; its folder is claimed once there are results.
+    let stamp = run_id();
     let mut board = match args.open_flashed(&firmware).await {
         Ok(b) => b,
         Err(e) => return fail(&e),
@@ -518,17 +521,41 @@ async fn run(
 
     let suite = format!("relay-hil.{}", board.kind);
     let xml = report::junit(&records, &suite);
-    let dir = out.unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| PathBuf::from("target"), PathBuf::from);
-        target.join("relay-hil").join(run_id())
-    });
+    // An --out folder is the caller's: written as asked, and `latest` does not follow it.
+    let (dir, base) = match out {
+        Some(dir) => (dir, None),
+        None => {
+            let base = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+                .join("relay-hil");
+            match report::claim_run_dir(&base, &stamp, std::process::id()) {
+                Ok(dir) => (dir, Some(base)),
+                Err(e) => {
+                    eprintln!(
+                        "relay-hil: cannot make a run folder in {}: {e}",
+                        base.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     if let Err(e) = report::write_artifacts(&dir, &records, board.serial.log(), &xml) {
         eprintln!(
             "relay-hil: cannot write artifacts to {}: {e}",
             dir.display()
         );
         return ExitCode::from(2);
+    }
+    if let Some(base) = base
+        && let Err(e) = report::link_latest(&base, &dir)
+    {
+        // The run's own folder is whole; only the shortcut to it is stale.
+        eprintln!(
+            "relay-hil: warning: cannot point {} at {}: {e}",
+            base.join("latest").display(),
+            dir.display()
+        );
     }
     if let Some(path) = &junit {
         if let Err(e) = std::fs::write(path, &xml) {
