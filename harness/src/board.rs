@@ -16,6 +16,7 @@ use tokio::process::{Child, Command};
 
 use crate::banner::{Banner, Boot, PREFIX};
 use crate::error::{HilError, Result};
+use crate::select::MAX_WAIT;
 use crate::serial::{Serial, VirtualPort, open_tty};
 
 /// USB-serial bridges found on NodeMCU boards.
@@ -208,7 +209,7 @@ impl Board {
     /// banner), or `None` if it reports nothing relay-like within `timeout`.
     pub async fn identify(&mut self, timeout: Duration) -> Result<Option<String>> {
         self.pulse_reset().await?;
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         Ok(
             match self.line_with(&[BOOT_PREFIX, PREFIX], deadline).await? {
                 Some(l) if l.starts_with(BOOT_PREFIX) => Some(Boot::parse(&l)?.build),
@@ -222,7 +223,7 @@ impl Board {
     /// and reads the banner.
     pub async fn reset(&mut self, timeout: Duration) -> Result<Banner> {
         self.pulse_reset().await?;
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let no_banner = |path: PathBuf| HilError::NoBanner {
             path,
             waited: timeout,
@@ -321,6 +322,12 @@ impl Board {
             .ok()?;
         Some(text)
     }
+}
+
+/// `wait` from now. The options bound every wait to [`MAX_WAIT`]; a longer one from a library
+/// caller is taken as that, so the deadline cannot overflow.
+fn deadline_after(wait: Duration) -> Instant {
+    Instant::now() + wait.min(MAX_WAIT)
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr> {

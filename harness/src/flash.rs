@@ -30,16 +30,23 @@ pub struct Image {
 }
 
 impl Image {
-    /// Reads and verifies `path`: what the ROM checks of the image at 0x0 (magic, segments,
-    /// checksum), what eboot reads of an application at 0x1000 (whole header and segments), the
-    /// length and CRC elf2bin stored in such a firmware, which `ESP.checkFlashCRC()` checks
-    /// (cores/esp8266/Esp.cpp:466-480), the size the header declares, and a relay build id.
+    /// Reads `path`, refused past 16 MiB (the largest flash) before it is read, and verifies it:
+    /// what the ROM checks of the image at 0x0 (magic, segments, checksum), what eboot reads of
+    /// an application at 0x1000 (whole header and segments), the length and CRC elf2bin stored
+    /// in such a firmware, which `ESP.checkFlashCRC()` checks (cores/esp8266/Esp.cpp:466-480),
+    /// the size the header declares, and a relay build id.
     pub fn load(path: &Path) -> Result<Image> {
         let bad = |reason: String| HilError::BadImage {
             path: path.to_owned(),
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let bytes = relay_core::bounded::read(path, relay_core::image::FLASH_MAX).map_err(|e| {
+            use relay_core::bounded::ReadError;
+            match e {
+                ReadError::Io(e) => bad(e.to_string()),
+                too_big => bad(format!("{too_big}, the largest ESP8266 flash")),
+            }
+        })?;
         let fw = relay_core::image::parse_firmware(&bytes).map_err(|e| bad(e.to_string()))?;
         // The file as elf2bin wrote it: on the chip, the CRC covers the flash from 0x0 for the
         // length it stored.

@@ -67,8 +67,14 @@ struct BoardArgs {
     #[arg(short, long, env = "RELAY_HIL_PROFILE", value_name = "NAME|PATH")]
     profile: Option<String>,
 
-    /// Seconds to wait for the banner after a reset [default: 30 for a NodeMCU, 10 virtual].
-    #[arg(long, env = "RELAY_HIL_BANNER_TIMEOUT", value_name = "SECS")]
+    /// Seconds to wait for the banner after a reset, at most a day [default: 30 for a NodeMCU,
+    /// 10 virtual].
+    #[arg(
+        long,
+        env = "RELAY_HIL_BANNER_TIMEOUT",
+        value_name = "SECS",
+        value_parser = relay_hil::select::wait_secs
+    )]
     banner_timeout: Option<u64>,
 
     /// The virtual board's flash, a file kept between runs, used when a firmware image is
@@ -111,7 +117,8 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         junit: Option<PathBuf>,
 
-        /// Artifact folder [default: target/relay-hil/<run>].
+        /// Artifact folder [default: a new folder target/relay-hil/<YYYYMMDD-HHMMSS>-<pid>,
+        /// which target/relay-hil/latest then points at].
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
@@ -159,10 +166,11 @@ enum Command {
         #[arg(short, long, value_name = "PATH")]
         out: PathBuf,
 
-        /// Pad the application with filler to make the file about this many bytes, as big as a
-        /// real firmware (a NodeMCU relay build is about 300 KB), to measure flashing. The
-        /// smallest file is a little over 4 KiB: the application starts at 0x1000.
-        #[arg(long, value_name = "BYTES", default_value_t = 0)]
+        /// Pad the application with filler to make the file this many bytes (to 16 bytes
+        /// below), as big as a real firmware (a NodeMCU relay build is about 300 KB), to
+        /// measure flashing; at most 16 MiB, the largest flash. The smallest file is a little
+        /// over 4 KiB: the application starts at 0x1000.
+        #[arg(long, value_name = "BYTES", default_value_t = 0, value_parser = image_bytes)]
         size: usize,
     },
     /// List the scenarios.
@@ -234,6 +242,11 @@ impl BoardArgs {
         let mut retry = format!("relay-hil flash --force --firmware {}", path.display());
         match &target {
             Target::Virtual { .. } => {
+                virtual_board::board::check_flash_file(&self.flash_file).map_err(|e| {
+                    HilError::Usage {
+                        reason: format!("--flash-file {}: {e}", self.flash_file.display()),
+                    }
+                })?;
                 if let Some(dir) = self.flash_file.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| HilError::Usage {
                         reason: format!("cannot create {}: {e}", dir.display()),
@@ -377,7 +390,7 @@ async fn dispatch(command: Command) -> ExitCode {
     }
 }
 
-/// `YYYYMMDD-HHMMSS` in UTC, for artifact folders.
+/// `YYYYMMDD-HHMMSS` in UTC: the start of an artifact folder's name.
 fn run_id() -> String {
     let secs = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -401,6 +414,18 @@ fn run_id() -> String {
     )
 }
 
+/// `relay-hil image --size`: at most the largest flash, so the file is one any board can hold.
+fn image_bytes(text: &str) -> Result<usize, String> {
+    use relay_core::{bounded::Size, image::FLASH_MAX};
+    match text.parse::<u64>() {
+        Ok(n) if n <= FLASH_MAX => Ok(n as usize),
+        _ => Err(format!(
+            "must be a number of bytes from 0 to {FLASH_MAX} ({}, the largest ESP8266 flash)",
+            Size(FLASH_MAX)
+        )),
+    }
+}
+
 /// Writes a virtual-board relay image: a firmware file in the ESP8266 Arduino core's layout
 /// ([`relay_core::image::build_firmware`]), the build id record in the application's `.rodata`.
 fn image(build_id: Option<String>, out: &std::path::Path, size: usize) -> ExitCode {
@@ -414,8 +439,11 @@ fn image(build_id: Option<String>, out: &std::path::Path, size: usize) -> ExitCo
     // What the file takes besides the filler: the bootloader and its padding, the application's
     // header, five segment headers, the CRC words and the record.
     let fixed = APP_START + 8 + 5 * 8 + 8 + record.len();
+    // The application ends with its checksum byte on a 16-byte boundary: filler up to one byte
+    // short of the last boundary within `size` keeps the file within `size`.
+    let filler_len = (size / 16 * 16).saturating_sub(fixed + 1);
     // Filler that varies like code does, so SLIP escaping costs what it would.
-    let filler: Vec<u8> = (0..size.saturating_sub(fixed) as u32)
+    let filler: Vec<u8> = (0..filler_len as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     let bytes = build_firmware(
@@ -463,6 +491,8 @@ async fn run(
     if chosen.is_empty() {
         chosen = scenario::ALL.iter().collect();
     }
+    // The run's name is when it started; its folder is claimed once there are results.
+    let stamp = run_id();
     let mut board = match args.open_flashed(&firmware).await {
         Ok(b) => b,
         Err(e) => return fail(&e),
@@ -491,17 +521,41 @@ async fn run(
 
     let suite = format!("relay-hil.{}", board.kind);
     let xml = report::junit(&records, &suite);
-    let dir = out.unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| PathBuf::from("target"), PathBuf::from);
-        target.join("relay-hil").join(run_id())
-    });
+    // An --out folder is the caller's: written as asked, and `latest` does not follow it.
+    let (dir, base) = match out {
+        Some(dir) => (dir, None),
+        None => {
+            let base = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+                .join("relay-hil");
+            match report::claim_run_dir(&base, &stamp, std::process::id()) {
+                Ok(dir) => (dir, Some(base)),
+                Err(e) => {
+                    eprintln!(
+                        "relay-hil: cannot make a run folder in {}: {e}",
+                        base.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     if let Err(e) = report::write_artifacts(&dir, &records, board.serial.log(), &xml) {
         eprintln!(
             "relay-hil: cannot write artifacts to {}: {e}",
             dir.display()
         );
         return ExitCode::from(2);
+    }
+    if let Some(base) = base
+        && let Err(e) = report::link_latest(&base, &dir)
+    {
+        // The run's own folder is whole; only the shortcut to it is stale.
+        eprintln!(
+            "relay-hil: warning: cannot point {} at {}: {e}",
+            base.join("latest").display(),
+            dir.display()
+        );
     }
     if let Some(path) = &junit {
         if let Err(e) = std::fs::write(path, &xml) {

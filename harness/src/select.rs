@@ -20,6 +20,21 @@ pub const ENV_BANNER_TIMEOUT: &str = "RELAY_HIL_BANNER_TIMEOUT";
 pub const ENV_WIFI_SSID: &str = "RELAY_HIL_WIFI_SSID";
 pub const ENV_WIFI_PASSWORD: &str = "RELAY_HIL_WIFI_PASSWORD";
 
+/// The longest wait an option may ask for: a day. Longer is a mistake, and the bound keeps
+/// every deadline the harness computes (`Instant::now() + wait`) from overflowing.
+pub const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
+/// Whole seconds from 1 to a day (`--banner-timeout`, `RELAY_HIL_BANNER_TIMEOUT`).
+pub fn wait_secs(text: &str) -> std::result::Result<u64, String> {
+    let max = MAX_WAIT.as_secs();
+    match text.parse::<u64>() {
+        Ok(secs) if (1..=max).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "must be a whole number of seconds from 1 to {max} (a day)"
+        )),
+    }
+}
+
 /// What the user asked for, before anything is opened.
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
@@ -39,9 +54,9 @@ impl Selection {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let banner_timeout = match var(ENV_BANNER_TIMEOUT) {
             None => None,
-            Some(v) => Some(Duration::from_secs(v.parse().map_err(|_| {
+            Some(v) => Some(Duration::from_secs(wait_secs(&v).map_err(|e| {
                 HilError::Usage {
-                    reason: format!("{ENV_BANNER_TIMEOUT}={v} is not a number of seconds"),
+                    reason: format!("{ENV_BANNER_TIMEOUT}={v}: {e}"),
                 }
             })?)),
         };
@@ -129,4 +144,18 @@ fn wifi_from_env() -> Result<Option<Wifi>> {
         .map_err(|e| HilError::Usage {
             reason: format!("{ENV_WIFI_SSID}/{ENV_WIFI_PASSWORD}: {e}"),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_is_one_second_to_a_day() {
+        assert_eq!(wait_secs("1"), Ok(1));
+        assert_eq!(wait_secs("86400"), Ok(86_400));
+        for bad in ["0", "86401", "18446744073709551616", "-1", "1.5", "ten"] {
+            assert!(wait_secs(bad).unwrap_err().contains("(a day)"), "{bad}");
+        }
+    }
 }

@@ -172,3 +172,230 @@ async fn a_second_run_on_the_same_board_fails_fast() {
         err.hint()
     );
 }
+
+/// A relay image for the virtual board, from `relay-hil image`, in `dir`.
+fn relay_image(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("relay.bin");
+    let out = relay_hil(&["image", "-o", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::printed(&out));
+    path
+}
+
+/// Runs `args` (`IMAGE` standing for a good relay image) with its memory capped at 100 MB and
+/// checks the refusal: exit 2, no panic, one line naming the problem (with a hint from
+/// relay-hil), within a ceiling far above the milliseconds it takes.
+fn assert_bounded_refusal(tag: &str, args: &[&str], needle: &str) {
+    let dir = common::temp_dir(tag);
+    let image = relay_image(&dir);
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| {
+            if *a == "IMAGE" {
+                image.to_str().unwrap()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let out = common::relay_hil_capped(&args, Duration::from_secs(10));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines[0].contains(needle), "expected `{needle}` in: {err}");
+    match lines[0].split(':').next() {
+        Some("relay-hil") => {
+            assert_eq!(lines.len(), 2, "{err}");
+            assert!(lines[1].starts_with("  hint: "), "{err}");
+        }
+        _ => assert_eq!(lines.len(), 1, "one line from the virtual board: {err}"),
+    }
+    assert!(out.stdout.is_empty(), "nothing started");
+}
+
+/// `/dev/zero` wherever a file is read. Memory is bounded by construction: images and profiles
+/// go through `relay_core::bounded::read`, which reads at most one byte past the bound (16 MiB,
+/// 64 KiB), and a flash file is only stat'ed, never read, before the board starts. The cap
+/// makes a run that reads more fail here instead of eating the machine.
+#[rstest]
+#[case::flash_firmware(
+    &["flash", "--firmware", "/dev/zero"],
+    "relay-hil: /dev/zero: not a flashable relay image: more than 16 MiB, the largest ESP8266 flash"
+)]
+#[case::run_firmware(
+    &["run", "--firmware", "/dev/zero"],
+    "relay-hil: /dev/zero: not a flashable relay image: more than 16 MiB"
+)]
+#[case::run_profile(
+    &["run", "-p", "/dev/zero"],
+    "relay-hil: board profile /dev/zero is too big: more than 64 KiB"
+)]
+#[case::flash_profile(
+    &["flash", "--firmware", "IMAGE", "--profile", "/dev/zero"],
+    "relay-hil: board profile /dev/zero is too big: more than 64 KiB"
+)]
+#[case::flash_file(
+    &["run", "--firmware", "IMAGE", "--flash-file", "/dev/zero"],
+    "relay-hil: --flash-file /dev/zero: not a regular file"
+)]
+#[case::virtual_board_flash(
+    &["virtual-board", "--flash", "/dev/zero"],
+    "virtual-board: --flash /dev/zero: not a regular file"
+)]
+#[case::virtual_board_profile(
+    &["virtual-board", "-p", "/dev/zero"],
+    "virtual-board: board profile /dev/zero is too big: more than 64 KiB"
+)]
+fn dev_zero_anywhere_a_file_is_read(#[case] args: &[&str], #[case] needle: &str) {
+    let tag = format!("zero-{}", args.join("-").replace('/', "_"));
+    assert_bounded_refusal(&tag, args, needle);
+}
+
+/// A regular file one byte past its bound is refused by its length, before it is read (these
+/// are sparse: no disk is spent).
+#[rstest]
+#[case::image(
+    "big.bin",
+    (16 << 20) + 1,
+    &["flash", "--firmware", "FILE"],
+    "not a flashable relay image: 16777217 bytes, more than 16 MiB"
+)]
+#[case::profile(
+    "big.toml",
+    (64 << 10) + 1,
+    &["run", "--profile", "FILE"],
+    "is too big: 65537 bytes, more than 64 KiB"
+)]
+#[case::flash_file(
+    "big.flash",
+    (16 << 20) + 1,
+    &["run", "--firmware", "IMAGE", "--flash-file", "FILE"],
+    "--flash-file FILE: 16777217 bytes, more than 16 MiB"
+)]
+#[case::virtual_board_flash(
+    "big.flash",
+    (16 << 20) + 1,
+    &["virtual-board", "--flash", "FILE"],
+    "--flash FILE: 16777217 bytes, more than 16 MiB"
+)]
+fn a_file_one_byte_past_its_bound(
+    #[case] name: &str,
+    #[case] len: u64,
+    #[case] args: &[&str],
+    #[case] needle: &str,
+) {
+    let dir = common::temp_dir(&format!("past-{}", args.join("-")));
+    let file = dir.join(name);
+    std::fs::File::create(&file).unwrap().set_len(len).unwrap();
+    let file = file.to_str().unwrap();
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| if *a == "FILE" { file } else { a })
+        .collect();
+    assert_bounded_refusal(
+        &format!("past-run-{name}-{}", args[0]),
+        &args,
+        &needle.replace("FILE", file),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A FIFO has no length to check: the image is read up to one byte past 16 MiB, then refused.
+#[rstest]
+fn an_endless_fifo_as_firmware() {
+    let dir = common::temp_dir("fifo");
+    let fifo = dir.join("firmware.bin");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let path = fifo.clone();
+    // Writes until relay-hil closes its end (EPIPE); the test does not wait for it.
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut w = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while w.write_all(&chunk).is_ok() {}
+    });
+    assert_bounded_refusal(
+        "fifo-run",
+        &["flash", "--firmware", fifo.to_str().unwrap()],
+        "not a flashable relay image: more than 16 MiB",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A clap parse error: exit 2, no panic, and a first line naming the option and its range.
+fn assert_parse_error(out: &Output, option: &str, range: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("error: invalid value ") && first.contains(option),
+        "{err}"
+    );
+    assert!(first.contains(range), "{err}");
+}
+
+/// Durations at most a day, so no deadline can overflow, and an image no bigger than a flash.
+#[rstest]
+#[case::banner_timeout_max(
+    &["run", "--banner-timeout", "18446744073709551615"],
+    "'--banner-timeout <SECS>'",
+    "from 1 to 86400 (a day)"
+)]
+#[case::banner_timeout_a_day_and_a_second(
+    &["run", "--banner-timeout", "86401"],
+    "'--banner-timeout <SECS>'",
+    "from 1 to 86400 (a day)"
+)]
+#[case::flash_banner_timeout(
+    &["flash", "--firmware", "x.bin", "--banner-timeout", "86401"],
+    "'--banner-timeout <SECS>'",
+    "(a day)"
+)]
+#[case::rtt(
+    &["virtual-board", "--rtt-ms", "86400001"],
+    "'--rtt-ms <MS>'",
+    "from 0 to 86400000 (a day)"
+)]
+#[case::image_size(
+    &["image", "--size", "99999999999", "-o", "/dev/null"],
+    "'--size <BYTES>'",
+    "from 0 to 16777216 (16 MiB, the largest ESP8266 flash)"
+)]
+#[case::image_size_one_past(
+    &["image", "--size", "16777217", "-o", "/dev/null"],
+    "'--size <BYTES>'",
+    "(16 MiB"
+)]
+fn out_of_range_values_are_parse_errors(
+    #[case] args: &[&str],
+    #[case] option: &str,
+    #[case] range: &str,
+) {
+    let out = common::relay_hil_capped(args, Duration::from_secs(10));
+    assert_parse_error(&out, option, range);
+}
+
+#[rstest]
+fn an_out_of_range_banner_timeout_variable_is_a_parse_error() {
+    let out = common::command(&["run"])
+        .env("RELAY_HIL_BANNER_TIMEOUT", "86401")
+        .output()
+        .unwrap();
+    assert_parse_error(&out, "'--banner-timeout <SECS>'", "(a day)");
+}
+
+/// The largest image `relay-hil image` makes is exactly the largest flash, and a whole image.
+#[rstest]
+fn the_largest_image_fills_the_largest_flash() {
+    let dir = common::temp_dir("largest-image");
+    let path = dir.join("max.bin");
+    let out = relay_hil(&["image", "--size", "16777216", "-o", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::printed(&out));
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(bytes.len(), 16 << 20);
+    let fw = relay_core::image::parse_firmware(&bytes).unwrap();
+    assert_eq!(fw.check_file_crc(), Ok(()));
+}

@@ -198,3 +198,65 @@ fn run_with_a_profile_file_outside_the_fixtures() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The folder a run printed on its `artifacts:` line.
+fn artifacts_dir(out: &std::process::Output) -> std::path::PathBuf {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("artifacts: "))
+        .unwrap_or_else(|| panic!("no artifacts line in:\n{text}"));
+    let (dir, _) = line.rsplit_once(" (").expect("`DIR (time)`");
+    dir.into()
+}
+
+/// Two runs started together, each on its own virtual board, end with a folder each, holding
+/// its own run's junit.xml, and `latest` points at one of them. The runs differ in their
+/// profile, which their transcripts (in the JUnit file) name.
+#[rstest]
+fn two_runs_at_once_never_share_a_folder() {
+    let target = temp_dir("two-runs");
+    let runs: Vec<_> = [("nodemcu-v2", "max_clients=4"), ("tiny", "max_clients=2")]
+        .into_iter()
+        .map(|(profile, limits)| {
+            let child = common::command(&["run", "--only", "echo", "--profile", profile])
+                .env("CARGO_TARGET_DIR", &target)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, limits)
+        })
+        .collect();
+    let base = target.join("relay-hil");
+    let mut dirs = Vec::new();
+    for (child, limits) in runs {
+        let out = child.wait_with_output().unwrap();
+        assert_passed(&out, &["echo"]);
+        let dir = artifacts_dir(&out);
+        assert_eq!(dir.parent(), Some(base.as_path()), "{}", dir.display());
+        let xml = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+        assert!(xml.contains("tests=\"1\" failures=\"0\""), "{xml}");
+        assert!(xml.contains(limits), "{limits} is not in:\n{xml}");
+        dirs.push(dir);
+    }
+    assert_ne!(dirs[0], dirs[1]);
+    let latest = std::fs::read_link(base.join("latest")).unwrap();
+    assert!(
+        dirs.iter()
+            .any(|d| d.file_name() == Some(latest.as_os_str())),
+        "latest -> {}",
+        latest.display()
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&base)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names.len(),
+        3,
+        "two folders and `latest`, nothing else: {names:?}"
+    );
+    std::fs::remove_dir_all(&target).unwrap();
+}

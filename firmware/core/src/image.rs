@@ -23,6 +23,9 @@ pub const CHECKSUM_SEED: u8 = 0xEF;
 pub const BUILD_ID_MARK: &[u8] = b"relay-build-id:";
 const BUILD_ID_MAX: usize = 40;
 
+/// The largest ESP8266 flash, size code 9: no firmware image or flash file can be bigger.
+pub const FLASH_MAX: u64 = 16 << 20;
+
 /// Flash sizes by the header's size code (the high nibble of byte 3).
 pub fn flash_size(code: u8) -> Option<usize> {
     const K: usize = 1024;

@@ -5,6 +5,7 @@
 //! ([`Relay::uart_pending`], [`Relay::client_pending`], [`Relay::next_close`]). The behaviour
 //! contract is `firmware/core/README.md`.
 
+pub mod bounded;
 pub mod image;
 pub mod profile;
 pub mod provision;

@@ -12,6 +12,9 @@ pub const DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtur
 /// The profile used when none is named.
 pub const DEFAULT_PROFILE: &str = "nodemcu-v2";
 
+/// The largest profile file read: the shipped ones are under 1 KiB.
+pub const PROFILE_MAX: u64 = 64 << 10;
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
@@ -135,6 +138,11 @@ pub enum ProfileError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("board profile {path} is too big: {source}; a profile is a short TOML file")]
+    TooBig {
+        path: PathBuf,
+        source: crate::bounded::ReadError,
+    },
     #[error("malformed board profile {path}: {message}")]
     Malformed { path: PathBuf, message: String },
     #[error("invalid board profile {path}: relay.{source}")]
@@ -220,10 +228,19 @@ impl Profile {
             }
             path
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ProfileError::Read {
+        let read = |source| ProfileError::Read {
             path: path.clone(),
             source,
+        };
+        let bytes = crate::bounded::read(&path, PROFILE_MAX).map_err(|e| match e {
+            crate::bounded::ReadError::Io(e) => read(e),
+            too_big => ProfileError::TooBig {
+                path: path.clone(),
+                source: too_big,
+            },
         })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         Profile::parse(&text, &path)
     }
 

@@ -42,6 +42,34 @@ pub fn built_in_wifi() -> Wifi {
 /// The NodeMCU's flash: 4 MiB, erased to 0xFF as it leaves the factory.
 pub const FLASH_BYTES: usize = 4 << 20;
 
+/// Whether `path` can be the board's flash: missing (it starts erased), or a regular file of
+/// at most 16 MiB, the largest ESP8266 flash. The board writes its flash in place and takes its
+/// size from the file's length, so a device or a FIFO cannot be one. Only metadata is read.
+pub fn check_flash_file(path: &std::path::Path) -> Result<(), String> {
+    use relay_core::bounded::Size;
+    use relay_core::image::FLASH_MAX;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    if !meta.is_file() {
+        return Err(format!(
+            "not a regular file; the flash is a file the board writes in place, of at most {} \
+             (the largest ESP8266 flash)",
+            Size(FLASH_MAX)
+        ));
+    }
+    if meta.len() > FLASH_MAX {
+        return Err(format!(
+            "{} bytes, more than {} (the largest ESP8266 flash)",
+            meta.len(),
+            Size(FLASH_MAX)
+        ));
+    }
+    Ok(())
+}
+
 /// Most bytes moved from the pseudo-terminal at once.
 const READ_CHUNK: usize = 4096;
 /// How often the board looks at the firmware process while nothing else happens.
@@ -261,7 +289,8 @@ impl Board {
         let Some(path) = &self.flash_path else {
             return Ok(self.firmware.built_in_id.clone());
         };
-        let bytes = std::fs::read(path).map_err(|e| {
+        // At most the largest flash: the file may have grown since the board started.
+        let bytes = relay_core::bounded::read(path, relay_core::image::FLASH_MAX).map_err(|e| {
             tracing::warn!("cannot read the flash {}: {e}", path.display());
             "ets_main.c \r\n"
         })?;

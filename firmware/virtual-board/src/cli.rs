@@ -43,9 +43,9 @@ pub struct Cli {
     #[arg(long)]
     baud: Option<u32>,
 
-    /// The WiFi round trip, in milliseconds: no acknowledgement reaches the firmware's TCP
-    /// stack sooner after its data left (0: as fast as loopback).
-    #[arg(long, value_name = "MS", default_value_t = 3)]
+    /// The WiFi round trip, in milliseconds, at most a day: no acknowledgement reaches the
+    /// firmware's TCP stack sooner after its data left (0: as fast as loopback).
+    #[arg(long, value_name = "MS", default_value_t = 3, value_parser = rtt_ms)]
     rtt_ms: u64,
 
     /// The SSID of the network the board's WiFi can join [default: virtual].
@@ -79,6 +79,17 @@ pub struct Cli {
     /// More logging on stderr (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+/// `--rtt-ms`: at most a day. Longer is a mistake, and the firmware adds it to its clock.
+fn rtt_ms(text: &str) -> Result<u64, String> {
+    const DAY_MS: u64 = 86_400_000;
+    match text.parse::<u64>() {
+        Ok(ms) if ms <= DAY_MS => Ok(ms),
+        _ => Err(format!(
+            "must be a whole number of milliseconds from 0 to {DAY_MS} (a day)"
+        )),
+    }
 }
 
 /// Runs the board as the command line `args` (program name first) asks, to the end.
@@ -115,6 +126,12 @@ where
     };
     if let Err(e) = crate::firmware_for(&profile) {
         eprintln!("virtual-board: {e}");
+        return ExitCode::from(2);
+    }
+    if let Some(path) = &cli.flash
+        && let Err(e) = crate::board::check_flash_file(path)
+    {
+        eprintln!("virtual-board: --flash {}: {e}", path.display());
         return ExitCode::from(2);
     }
     if cli.baud == Some(0) {

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use rstest::rstest;
-use support::{BIN, CEILING, Vb, client_eof, client_line};
+use support::{BIN, CEILING, Vb, client_eof, client_line, run_within};
 
 #[rstest]
 fn ready_line_and_banner_describe_the_board() {
@@ -566,6 +566,191 @@ fn the_flash_outlives_the_process_and_is_read_at_every_boot() {
     );
     drop(again);
     std::fs::remove_file(&path).unwrap();
+}
+
+/// The ROM reads at most 16 MiB of flash at a boot: a flash file that grew past that since the
+/// board started boots nothing, and the board reads none of it.
+#[rstest]
+fn a_flash_file_grown_past_16_mib_boots_nothing() {
+    let path = flash_path("grown");
+    write_flash(&path, &relay_image("grown01"));
+    let mut vb = Vb::start(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    assert!(vb.banner.contains(" build=grown01 "), "{}", vb.banner);
+    // Sparse: the relay image stays at 0x0, followed by zeros.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len((16 << 20) + 1).unwrap();
+    assert_eq!(vb.control("reset"), "ok reset\n");
+    let rom = vb.uart_line_starting(" ets ");
+    assert!(rom.contains("rst cause:2"), "{rom}");
+    assert_eq!(String::from_utf8_lossy(&vb.uart_line()).trim_end(), "");
+    assert_eq!(
+        String::from_utf8_lossy(&vb.uart_line()).trim_end(),
+        "ets_main.c"
+    );
+    vb.refused("no relay runs");
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A flash file the board cannot hold stops it before it starts: exit 2 and one line, at once.
+#[rstest]
+#[case::device("/dev/zero", "--flash /dev/zero: not a regular file")]
+#[case::past_16_mib("BIG", "bytes, more than 16 MiB (the largest ESP8266 flash)")]
+fn an_unusable_flash_file_is_refused_at_start(#[case] flash: &str, #[case] needle: &str) {
+    // Sparse: no disk is spent.
+    let big = flash_path(&format!("big-{}", needle.len()));
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len((16 << 20) + 1)
+        .unwrap();
+    let flash = if flash == "BIG" {
+        big.to_str().unwrap()
+    } else {
+        flash
+    };
+    let out = run_within(&["--flash", flash], Duration::from_secs(10));
+    std::fs::remove_file(&big).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(needle), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(out.stdout.is_empty(), "no ready line");
+}
+
+/// A duration past a day is a parse error naming the option.
+#[rstest]
+fn an_rtt_past_a_day_is_refused() {
+    let out = run_within(&["--rtt-ms", "86400001"], Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: invalid value '86400001' for '--rtt-ms <MS>'")
+            && err.contains("(a day)"),
+        "{err}"
+    );
+}
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kb * 1024
+}
+
+/// The control socket's replies on one connection, a line each, read as `send` is written.
+struct Control {
+    stream: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Control {
+    fn connect(vb: &Vb) -> Control {
+        let stream = std::net::TcpStream::connect(vb.ready.control).unwrap();
+        stream.set_read_timeout(Some(CEILING)).unwrap();
+        let reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        Control { stream, reader }
+    }
+
+    /// Sends `bytes` and returns the next reply line, without its newline; empty at EOF.
+    fn send(&mut self, bytes: &[u8]) -> String {
+        use std::io::BufRead;
+        self.stream.write_all(bytes).unwrap();
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line).unwrap();
+        String::from_utf8(line).unwrap().trim_end().to_owned()
+    }
+}
+
+/// A control line holds at most 256 bytes, its terminator aside: one more is refused, and the
+/// connection closed.
+#[rstest]
+#[case::exactly_the_limit(256, "ok commands: ")]
+#[case::with_crlf_at_the_limit(-256, "ok commands: ")]
+#[case::one_over(257, "err line too long (at most 256 bytes)")]
+fn a_control_line_is_at_most_256_bytes(#[case] len: i32, #[case] reply: &str) {
+    let vb = Vb::start(&[]);
+    let mut c = Control::connect(&vb);
+    let end = if len < 0 { "\r\n" } else { "\n" };
+    let line = format!(
+        "{:<width$}{end}",
+        "help",
+        width = len.unsigned_abs() as usize
+    );
+    let got = c.send(line.as_bytes());
+    assert!(got.starts_with(reply), "{got}");
+    if got.starts_with("err") {
+        assert_eq!(c.send(b""), "", "closed after the err");
+    } else {
+        assert!(
+            c.send(b"help\n").starts_with("ok "),
+            "the connection goes on"
+        );
+    }
+}
+
+/// 64 MiB with no newline: the board answers once, without the line, closes, and holds none of
+/// it (its peak memory barely moves); the next connection is served.
+#[rstest]
+fn an_endless_control_line_is_refused_without_being_held() {
+    let vb = Vb::start(&[]);
+    let before = peak_rss(vb.ready.pid);
+    let mut s = std::net::TcpStream::connect(vb.ready.control).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..1024 {
+            if w.write_all(&chunk).is_err() {
+                return; // the board has closed
+            }
+        }
+        let _ = w.shutdown(std::net::Shutdown::Write);
+    });
+    // Blocking reads: the writer shares this socket, and must not see EAGAIN.
+    s.set_read_timeout(Some(CEILING)).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match std::io::Read::read(&mut s, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the board never closed the connection: {e}"),
+        }
+    }
+    writer.join().unwrap();
+    let grew = peak_rss(vb.ready.pid).saturating_sub(before);
+    assert!(grew < 8 << 20, "the board grew by {} KiB", grew >> 10);
+    assert!(
+        got == b"err line too long (at most 256 bytes)\n",
+        "{} bytes: {:?}",
+        got.len(),
+        String::from_utf8_lossy(&got[..got.len().min(200)])
+    );
+    assert!(vb.control("help").starts_with("ok "));
+}
+
+/// A refused line is quoted back only in part, and bytes that are not UTF-8 get an `err`; the
+/// connection carries on after both.
+#[rstest]
+fn unknown_and_non_utf8_control_lines_get_short_errors() {
+    let vb = Vb::start(&[]);
+    let mut c = Control::connect(&vb);
+    let got = c.send(format!("{}\n", "y".repeat(200)).as_bytes());
+    assert!(
+        got.starts_with(&format!("err unknown command `{}…`; ", "y".repeat(32))),
+        "{got}"
+    );
+    assert!(got.len() < 120, "{} bytes: {got}", got.len());
+    assert_eq!(
+        c.send(b"dtr \xff\xfe\n"),
+        "err not UTF-8: a command line must be UTF-8 text"
+    );
+    assert!(c.send(b"help\n").starts_with("ok commands: "));
 }
 
 /// esptool, installed by `./hil setup` (or named by ESPTOOL).

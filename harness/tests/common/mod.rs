@@ -6,7 +6,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_relay-hil");
 
 /// `relay-hil` with `args`, every `RELAY_HIL_*` variable cleared so that only `args`
 /// choose the board whatever the developer's shell has set.
-pub fn relay_hil(args: &[&str]) -> Output {
+pub fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
     for (key, _) in std::env::vars_os() {
@@ -14,7 +14,55 @@ pub fn relay_hil(args: &[&str]) -> Output {
             cmd.env_remove(key);
         }
     }
-    cmd.output().expect("relay-hil runs")
+    cmd
+}
+
+/// [`command`] run to its end.
+pub fn relay_hil(args: &[&str]) -> Output {
+    command(args).output().expect("relay-hil runs")
+}
+
+/// The most private memory (heap, anonymous maps, data) a [`relay_hil_capped`] run may take.
+#[allow(dead_code)] // every test binary compiles this module; not every one caps memory
+pub const MEMORY_CAP: u64 = 100 << 20;
+
+/// [`relay_hil`] with its memory capped at [`MEMORY_CAP`] (RLIMIT_DATA: an allocation past it
+/// fails, so a run that needs more cannot succeed) and its time at `ceiling`, past which it is
+/// killed and the test fails.
+#[allow(dead_code)]
+pub fn relay_hil_capped(args: &[&str], ceiling: std::time::Duration) -> Output {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let mut cmd = command(args);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            let cap = libc::rlimit {
+                rlim_cur: MEMORY_CAP,
+                rlim_max: MEMORY_CAP,
+            };
+            if libc::setrlimit(libc::RLIMIT_DATA, &cap) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let child = cmd.spawn().expect("relay-hil runs");
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(ceiling) {
+        Ok(out) => out.expect("relay-hil's output"),
+        Err(_) => {
+            // SAFETY: kill(2) on our child, which the waiting thread has not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("relay-hil {args:?} still ran after {ceiling:?}");
+        }
+    }
 }
 
 /// Everything a run printed, stdout then stderr.

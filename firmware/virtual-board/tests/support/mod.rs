@@ -271,6 +271,28 @@ impl Drop for Vb {
     }
 }
 
+/// `virtual-board` with `args`, run to its end; killed at `ceiling`, which fails the test (a
+/// board that should have refused to start would otherwise run until the test exits).
+pub fn run_within(args: &[&str], ceiling: Duration) -> std::process::Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("virtual-board starts");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(ceiling) {
+        Ok(out) => out.expect("virtual-board's output"),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("virtual-board {args:?} still ran after {ceiling:?}");
+        }
+    }
+}
+
 pub fn open_serial(path: &std::path::Path) -> File {
     let f = std::fs::OpenOptions::new()
         .read(true)
