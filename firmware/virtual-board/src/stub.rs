@@ -13,7 +13,7 @@ use crate::rom::{self, After, Flash, Regs, SECTOR, checksum, slip, word};
 
 /// Where esptool loads its ESP8266 stub's code, and where it enters it: the `text_start` and
 /// `entry` of `stub_flasher/1/esp8266.json`. Every esptool from 3.1 to 5.x uploads its stub
-/// there (3.0 and older used 0x4010E000), so these two addresses recognise it.
+/// there (3.0 and older used other addresses), so these two addresses recognise it.
 pub const TEXT: u32 = 0x4010_D000;
 pub const ENTRY: u32 = 0x4010_D004;
 /// The stub's first words once it runs (stub_flasher.c:467-488).
@@ -165,7 +165,7 @@ impl Stub {
             }
             WRITE_REG if size % 16 != 0 || data.len() != size => BAD_DATA_LEN,
             // Any number of (address, value, mask, delay) writes; bits outside the mask keep
-            // their value (stub_commands.c:250-262).
+            // their value (stub_commands.c:247-260).
             WRITE_REG => {
                 for w in data.chunks_exact(16) {
                     let [addr, v, mask] = [0, 1, 2].map(|i| word(w, i).unwrap_or(0));
