@@ -57,6 +57,8 @@ pub enum HilError {
         reason: String,
         retry: String,
     },
+    #[error("the virtual board on {path} refused to write its flash: {reason}")]
+    FlashRefused { path: PathBuf, reason: String },
     #[error("flashed build {flashed}, but the board boots build {booted}")]
     WrongBuild { flashed: String, booted: String },
     #[error("the board on {path} has no WiFi credentials and none were given")]
@@ -116,6 +118,11 @@ impl HilError {
                  try again"
             }
             HilError::WrongChip { .. } => "choose the ESP8266's port with --port",
+            HilError::FlashRefused { .. } => {
+                "the virtual board writes only a flash file: give it one with --flash-file PATH \
+                 (`relay-hil flash --board virtual` passes it to the board as --flash); its log \
+                 says the same"
+            }
             HilError::HalfFlashed { .. } => unreachable!("answered above"),
             HilError::WrongBuild { .. } => {
                 "the write did not take: flash again with --force, and check that nothing else \

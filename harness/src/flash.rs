@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use espflash::command::CommandType;
 use espflash::flasher::{Flasher, ProgressCallbacks};
 use espflash::interface::Interface;
 use espflash::targets::Chip;
@@ -193,7 +194,11 @@ pub async fn flash(
                 reason,
             });
         }
-        Err(Failure::Midway(reason)) => {
+        // Without a flash file the virtual board's loader refuses to write: nothing was erased.
+        Err(Failure::Refused(reason)) if board.kind == "virtual" => {
+            return Err(HilError::FlashRefused { path, reason });
+        }
+        Err(Failure::Midway(reason) | Failure::Refused(reason)) => {
             return Err(HilError::HalfFlashed {
                 path,
                 blocks: written.load(Ordering::Relaxed),
@@ -227,6 +232,9 @@ enum Failure {
     TooBig(String),
     /// The write began (the ROM erases first): the board's flash is no longer whole.
     Midway(String),
+    /// The loader answered FLASH_BEGIN with an error. On a NodeMCU its erase failed, maybe
+    /// halfway; the virtual board refuses before erasing when it has no flash file.
+    Refused(String),
 }
 
 /// An error with its causes, on one line.
@@ -278,7 +286,16 @@ fn write(
     }
     flasher
         .write_bin_to_flash(0, bytes, Some(callbacks))
-        .map_err(|e| Failure::Midway(chain(&e)))?;
+        .map_err(|e| match &e {
+            espflash::error::Error::RomError(rom)
+                if rom
+                    .to_string()
+                    .contains(&CommandType::FlashBegin.to_string()) =>
+            {
+                Failure::Refused(chain(&e))
+            }
+            _ => Failure::Midway(chain(&e)),
+        })?;
     Ok(format!(
         "{} ({} MHz crystal, {} KiB flash, MAC {})",
         info.chip,

@@ -348,3 +348,27 @@ async fn a_board_cut_off_mid_flash_is_reported_half_flashed_and_the_next_flash_w
     drop(board);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A virtual board started without a flash file refuses the write before erasing anything;
+/// the error's hint names the option that gives it one.
+#[tokio::test]
+async fn a_virtual_board_without_a_flash_file_refuses_and_the_hint_names_flash_file() {
+    let dir = temp_dir("flash-none");
+    let image = Image::load(&make_image(&dir, "none0001", 5_000)).unwrap();
+    let (target, opts) = Selection::default()
+        .resolve((PathBuf::from(common::BIN), vec!["virtual-board".into()]))
+        .unwrap();
+    assert!(opts.virtual_args.is_empty(), "no --flash for the board");
+    let mut board = Board::attach(&target, &opts).await.unwrap();
+    let err = flash::flash(&mut board, &image, true, opts.banner_timeout, (), "")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HilError::FlashRefused { .. }),
+        "not reported as refused: {err}"
+    );
+    assert!(err.to_string().contains("FlashBegin"), "{err}");
+    assert!(err.hint().contains("--flash-file PATH"), "{}", err.hint());
+    drop(board);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -17,19 +17,25 @@ use tokio::io::unix::AsyncFd;
 use crate::pace::Pacer;
 use crate::rom::{self, After, Loader};
 
-/// The board's flash, written block by block as a flasher sends it; none without a flash file.
-struct FileFlash<'a>(Option<&'a File>);
+/// The board's flash file, written block by block as a flasher sends it.
+struct FileFlash<'a>(&'a File);
 
 impl rom::Flash for FileFlash<'_> {
     fn size(&self) -> usize {
-        self.0
-            .and_then(|f| f.metadata().ok())
-            .map_or(0, |m| m.len() as usize)
+        self.0.metadata().map_or(0, |m| m.len() as usize)
     }
     fn write(&mut self, at: usize, data: &[u8]) -> bool {
         use std::os::unix::fs::FileExt;
-        self.0
-            .is_some_and(|f| f.write_all_at(data, at as u64).is_ok())
+        self.0.write_all_at(data, at as u64).is_ok()
+    }
+    fn read(&self, at: usize, len: usize) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        if at.checked_add(len)? > self.size() {
+            return None;
+        }
+        let mut buf = vec![0; len];
+        self.0.read_exact_at(&mut buf, at as u64).ok()?;
+        Some(buf)
     }
 }
 
@@ -145,6 +151,11 @@ pub struct Board {
     rom_bytes: usize,
     tx_pace: Option<Pacer>,
     rx_pace: Option<Pacer>,
+    /// The rate the UART runs at now, and the one every reset brings back.
+    baud: u32,
+    reset_baud: u32,
+    /// A rate the loader asked for, and how many queued bytes must leave before it applies.
+    baud_after: Option<(usize, u32)>,
     uart_buf: Box<[u8]>,
     /// The last pump stopped early with work left: do not sleep.
     busy: bool,
@@ -174,7 +185,8 @@ pub struct Board {
 impl Board {
     pub fn new(
         uart: OwnedFd,
-        pace_baud: Option<u32>,
+        baud: u32,
+        paced: bool,
         flash_path: Option<PathBuf>,
         firmware: Firmware,
     ) -> io::Result<Board> {
@@ -188,8 +200,11 @@ impl Board {
             uart: unsafe { AsyncFd::register(uart) }?,
             tx: VecDeque::new(),
             rom_bytes: 0,
-            tx_pace: pace_baud.map(|b| Pacer::new(b, clock)),
-            rx_pace: pace_baud.map(|b| Pacer::new(b, clock)),
+            tx_pace: paced.then(|| Pacer::new(baud, clock)),
+            rx_pace: paced.then(|| Pacer::new(baud, clock)),
+            baud,
+            reset_baud: baud,
+            baud_after: None,
             uart_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             busy: false,
             rx_starved: false,
@@ -231,9 +246,15 @@ impl Board {
     /// Boots from flash (GPIO0 high): the ROM checks the image there, and only an image that
     /// carries a relay build id runs the relay firmware.
     fn boot(&mut self, cause: u8) {
+        self.rom_says(cause, "3,6", "");
+        self.boot_from_flash();
+    }
+
+    /// Loads and runs what the flash holds; after a reset, or when the loader leaves for the
+    /// flash, which prints no reset line.
+    fn boot_from_flash(&mut self) {
         match self.image_in_flash() {
             Ok(id) => {
-                self.rom_says(cause, "3,6", "");
                 if let Err(e) = self.start_firmware(&id) {
                     tracing::error!("cannot start the firmware: {e}");
                     self.chip = Chip::Halted;
@@ -243,7 +264,7 @@ impl Board {
             }
             Err(rom) => {
                 self.chip = Chip::Halted;
-                self.rom_says(cause, "3,6", rom);
+                self.rom_push(rom.as_bytes());
                 tracing::info!("booted: no relay in flash");
             }
         }
@@ -319,6 +340,27 @@ impl Board {
         self.rom_bytes = 0;
         self.chip = Chip::Held;
         self.boot_at = None;
+        // A reset ends any stub that changed the rate; the ROM starts at the board's own.
+        self.set_baud(self.reset_baud);
+    }
+
+    /// Paces the wire at a new rate, both ways.
+    fn set_baud(&mut self, baud: u32) {
+        self.baud_after = None;
+        if baud == self.baud {
+            return;
+        }
+        tracing::info!(baud, "uart rate");
+        self.baud = baud;
+        let now = Instant::now();
+        for pace in [&mut self.tx_pace, &mut self.rx_pace].into_iter().flatten() {
+            *pace = Pacer::new(baud, now);
+        }
+    }
+
+    /// The rate the UART runs at now.
+    pub fn baud(&self) -> u32 {
+        self.baud
     }
 
     /// EN high: the ROM starts (cause 2, the EN pin).
@@ -333,11 +375,15 @@ impl Board {
         if self.lines.gpio0_high() {
             self.boot(cause);
         } else {
-            self.chip = Chip::Loader;
-            self.loader = Loader::default();
-            self.rom_says(cause, "1,7", "");
-            tracing::info!("reset: ROM serial loader");
+            self.enter_loader(cause);
         }
+    }
+
+    fn enter_loader(&mut self, cause: u8) {
+        self.chip = Chip::Loader;
+        self.loader = Loader::default();
+        self.rom_says(cause, "1,7", "");
+        tracing::info!("reset: ROM serial loader");
     }
 
     /// Cuts or restores power. Power returning is a power-on reset (cause 1), and the ROM
@@ -378,6 +424,11 @@ impl Board {
 
     pub fn chip(&self) -> Chip {
         self.chip
+    }
+
+    /// Whether esptool's flasher stub answers in the loader's place.
+    pub fn stub_running(&self) -> bool {
+        self.chip == Chip::Loader && self.loader.stub_running()
     }
 
     /// The running relay's build id, if a relay runs.
@@ -470,12 +521,27 @@ impl Board {
                         }
                     }
                     Chip::Loader => {
-                        let mut flash = FileFlash(self.flash_path.as_ref().map(|_| &self.flash));
-                        let (reply, after) = self.loader.input(&self.uart_buf[..got], &mut flash);
+                        let mut file = self.flash_path.as_ref().map(|_| FileFlash(&self.flash));
+                        let flash = file.as_mut().map(|f| f as &mut dyn rom::Flash);
+                        let (reply, after) = self.loader.input(&self.uart_buf[..got], flash);
                         self.rom_push(&reply);
-                        if after == After::Run {
+                        if let Some(baud) = self.loader.take_baud() {
+                            self.baud_after = Some((self.tx.len(), baud));
+                        }
+                        match after {
+                            After::Stay => {}
                             // The ROM jumps from its loader to the firmware in flash.
-                            self.boot(2);
+                            After::Run => self.boot_from_flash(),
+                            // A software reset keeps the boot mode latched at the last
+                            // hardware reset: the chip comes back into its loader, as
+                            // esp8266/Arduino#1722 shows ("rst cause:2, boot mode:(1,7)").
+                            After::Reboot => {
+                                let reply = std::mem::take(&mut self.tx);
+                                self.hold();
+                                self.tx = reply;
+                                self.rom_bytes = self.tx.len();
+                                self.enter_loader(2);
+                            }
                         }
                     }
                     // Held in reset, or halted: nothing reads the UART.
@@ -553,6 +619,12 @@ impl Board {
                         p.spend(n);
                     }
                     self.tx.drain(..n);
+                    if let Some((left, baud)) = self.baud_after {
+                        match left.saturating_sub(n) {
+                            0 => self.set_baud(baud),
+                            left => self.baud_after = Some((left, baud)),
+                        }
+                    }
                     let rom = n.min(self.rom_bytes);
                     self.rom_bytes -= rom;
                     if n > rom {

@@ -33,10 +33,12 @@ pub enum Command {
     Power(bool),
     /// The host layer's counters: blocking waits, UART overruns, connections lwIP reset.
     Counters,
+    /// The UART's rate now: a flasher's stub may have changed it until the next reset.
+    Baud,
     Help,
 }
 
-pub const HELP: &str = "commands: reset, dtr 0|1, rts 0|1, power 0|1, counters, help";
+pub const HELP: &str = "commands: reset, dtr 0|1, rts 0|1, power 0|1, counters, baud, help";
 
 impl Command {
     pub fn parse(line: &str) -> Result<Command, String> {
@@ -55,6 +57,7 @@ impl Command {
             ["rts", l] => level(l).map(Command::Rts),
             ["power", l] => level(l).map(Command::Power),
             ["counters"] => Ok(Command::Counters),
+            ["baud"] => Ok(Command::Baud),
             ["help"] => Ok(Command::Help),
             _ => Err(format!(
                 "err unknown command {}; {HELP}",
@@ -204,6 +207,7 @@ mod tests {
     fn parses_known_commands_and_names_unknown_ones() {
         assert_eq!(Command::parse(" reset \r"), Ok(Command::Reset));
         assert_eq!(Command::parse("counters"), Ok(Command::Counters));
+        assert_eq!(Command::parse("baud"), Ok(Command::Baud));
         assert_eq!(Command::parse("dtr 1"), Ok(Command::Dtr(true)));
         assert_eq!(Command::parse("rts  0"), Ok(Command::Rts(false)));
         assert!(Command::parse("rts 2").unwrap_err().contains("0 or 1"));

@@ -10,6 +10,7 @@ pub mod control;
 pub mod pace;
 pub mod pty;
 pub mod rom;
+pub mod stub;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -200,7 +201,7 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
             .unwrap_or_else(|| program.build_id.to_owned()),
     };
     let uart = pty.master.try_clone()?;
-    let mut board = Board::new(uart, opts.pace.then_some(opts.baud), flash, firmware)?;
+    let mut board = Board::new(uart, opts.baud, opts.pace, flash, firmware)?;
 
     let (ctrl_tx, mut ctrl_rx) = mpsc::channel(16);
     let ready = Ready {
@@ -253,6 +254,7 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
                         chip_reply(&board)
                     }
                     control::Command::Counters => format!("{}\nok", board.counters()),
+                    control::Command::Baud => format!("ok {}", board.baud()),
                     control::Command::Help => format!("ok {}", control::HELP),
                 };
                 let _ = req.reply.send(reply);
@@ -263,8 +265,12 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
     }
 }
 
-/// A modem-line or power change is answered with the chip's state: `ok held`, `ok loader`...
+/// A modem-line or power change is answered with the chip's state: `ok held`, `ok loader`...;
+/// `ok stub` while esptool's flasher stub answers in the loader's place.
 fn chip_reply(board: &Board) -> String {
+    if board.chip() == board::Chip::Loader && board.stub_running() {
+        return "ok stub".into();
+    }
     format!("ok {:?}", board.chip()).to_lowercase()
 }
 

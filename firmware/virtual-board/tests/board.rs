@@ -754,7 +754,7 @@ fn unknown_and_non_utf8_control_lines_get_short_errors() {
 }
 
 /// esptool, installed by `./hil setup` (or named by ESPTOOL).
-fn esptool() -> std::path::PathBuf {
+fn esptool_path() -> std::path::PathBuf {
     let path = std::env::var_os("ESPTOOL")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
@@ -771,55 +771,105 @@ fn esptool() -> std::path::PathBuf {
 
 /// Puts the board in its ROM loader as esptool's classic reset does: EN low, DTR and RTS swap
 /// back to back, then GPIO0 is let go.
+/// Whatever the UART sent before EN went low is discarded: the held chip is silent, so the next
+/// reset line is the loader's.
 fn enter_loader(vb: &mut Vb) {
+    assert_eq!(vb.control_burst(&["dtr 0", "rts 1"])[1], "ok held");
+    vb.drain_uart();
     assert_eq!(
-        vb.control_burst(&["dtr 0", "rts 1", "dtr 1", "rts 0"]),
-        ["ok halted", "ok held", "ok booting", "ok booting"]
+        vb.control_burst(&["dtr 1", "rts 0"]),
+        ["ok booting", "ok booting"]
     );
-    while !vb.uart_line_starting(" ets ").contains("boot mode:(1,7)") {}
+    assert!(vb.uart_line_starting(" ets ").contains("boot mode:(1,7)"));
     assert_eq!(vb.control("dtr 0"), "ok loader\n");
+}
+
+/// Runs esptool against the board, which is already in its loader (`--before no_reset`:
+/// esptool's own reset pulses its port's modem lines, which a pseudo-terminal does not have).
+fn esptool(vb: &Vb, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(esptool_path())
+        .args(["--chip", "esp8266", "--port"])
+        .arg(&vb.ready.serial)
+        .args(["--before", "no_reset"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// esptool's output, both streams, for assertions and failure messages.
+fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs esptool and expects it to succeed; returns what it printed.
+fn esptool_ok(vb: &Vb, args: &[&str]) -> String {
+    let out = esptool(vb, args);
+    let text = printed(&out);
+    assert!(out.status.success(), "esptool {args:?} failed:\n{text}");
+    text
 }
 
 /// esptool writes `image` at 0 through the ROM loader (no stub, no resets of its own).
 fn esptool_write(vb: &Vb, image: &std::path::Path) -> std::process::Output {
-    std::process::Command::new(esptool())
-        .args([
-            "--chip",
-            "esp8266",
-            "--port",
-            vb.ready.serial.to_str().unwrap(),
-            "--baud",
-            "115200",
-        ])
-        .args(["--before", "no_reset", "--after", "no_reset", "--no-stub"])
-        .args([
+    esptool(
+        vb,
+        &[
+            "--after",
+            "no_reset",
+            "--no-stub",
             "write_flash",
             "--flash_size",
             "keep",
             "0x0",
             image.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap()
+        ],
+    )
 }
 
-/// A flasher that is not ours flashes the board through its ROM loader, and the board then
-/// boots what it wrote.
+/// A relay image written to a file beside the flash file, for esptool to flash.
+fn image_file(flash: &std::path::Path, build_id: &str) -> (std::path::PathBuf, Vec<u8>) {
+    let image = relay_image(build_id);
+    let path = flash.with_extension(format!("{build_id}.img"));
+    std::fs::write(&path, &image).unwrap();
+    (path, image)
+}
+
+/// A board whose flash already runs the relay `old` and holds credentials, as one that has
+/// joined its network before: a flash that boots after esptool leaves prints its banner with
+/// no exchange on the UART, where esptool may still be reading when the firmware starts.
+fn provisioned_board(path: &std::path::Path, old: &str) -> Vb {
+    write_flash(path, &relay_image(old));
+    let vb = Vb::start(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    assert!(
+        vb.banner.contains(&format!(" build={old} ")),
+        "{}",
+        vb.banner
+    );
+    vb
+}
+
+/// The board boots into the relay with `build_id`, whose fresh flash has no credentials yet.
+fn boots_provisioned(vb: &mut Vb, build_id: &str) {
+    assert!(vb.provision("lab", "").starts_with("relay provision ok "));
+    let banner = vb.uart_line_starting("relay ready ");
+    assert!(banner.contains(&format!(" build={build_id} ")), "{banner}");
+}
+
+/// A flasher that is not ours flashes the board through its ROM loader, and esptool's `run`
+/// (FLASH_END with 1: run the user code) boots what it wrote.
 #[rstest]
 fn esptool_flashes_the_board_through_the_rom_loader() {
     let path = flash_path("esptool");
-    let image = relay_image("viaesptool1");
-    let image_file = path.with_extension("img");
-    std::fs::write(&image_file, &image).unwrap();
-    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    let (image_file, image) = image_file(&path, "viaesptool1");
+    let mut vb = provisioned_board(&path, "before01");
     enter_loader(&mut vb);
     let out = esptool_write(&vb, &image_file);
-    let log = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{log}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let log = printed(&out);
+    assert!(out.status.success(), "{log}");
     assert!(
         log.contains("Chip is ESP8266EX") && log.contains("MAC: 18:fe:34:"),
         "{log}"
@@ -840,12 +890,195 @@ fn esptool_flashes_the_board_through_the_rom_loader() {
         &image[..],
         "the flash holds the image"
     );
-    assert_eq!(vb.control("reset"), "ok reset\n");
-    assert!(vb.provision("lab", "").starts_with("relay provision ok "));
+    esptool_ok(&vb, &["--after", "no_reset", "--no-stub", "run"]);
     assert!(
         vb.uart_line_starting("relay ready ")
             .contains(" build=viaesptool1 ")
     );
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&image_file).unwrap();
+}
+
+/// `--after soft_reset` leaves the loader for the firmware: through the ROM, FLASH_END with 1;
+/// through esptool's stub, RUN_USER_CODE.
+#[rstest]
+fn esptool_soft_reset_boots_what_it_wrote(#[values(true, false)] stub: bool) {
+    let path = flash_path(if stub { "soft-stub" } else { "soft-rom" });
+    let id = if stub { "softstub01" } else { "softrom01" };
+    let (image_file, image) = image_file(&path, id);
+    let mut vb = provisioned_board(&path, "before01");
+    enter_loader(&mut vb);
+    let mut args = vec!["--after", "soft_reset"];
+    if !stub {
+        args.push("--no-stub");
+    }
+    args.extend(["write_flash", "0x0", image_file.to_str().unwrap()]);
+    let log = esptool_ok(&vb, &args);
+    assert_eq!(log.contains("Stub running..."), stub, "{log}");
+    assert!(log.contains("Soft resetting..."), "{log}");
+    assert_eq!(&std::fs::read(&path).unwrap()[..image.len()], &image[..]);
+    let banner = vb.uart_line_starting("relay ready ");
+    assert!(banner.contains(&format!(" build={id} ")), "{banner}");
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&image_file).unwrap();
+}
+
+/// esptool with its default flasher stub: a compressed write it checks by MD5, verify_flash,
+/// read_flash at a faster rate, erase_region and erase_flash, each against the flash file.
+#[rstest]
+fn esptool_stub_writes_verifies_reads_and_erases_the_flash() {
+    let path = flash_path("stub");
+    let (image_file, image) = image_file(&path, "stubwrite1");
+    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    enter_loader(&mut vb);
+    let image_arg = image_file.to_str().unwrap();
+    let log = esptool_ok(
+        &vb,
+        &["--after", "no_reset", "write_flash", "0x0", image_arg],
+    );
+    assert!(log.contains("Stub running..."), "{log}");
+    assert!(
+        log.contains(&format!("Wrote {} bytes (", image.len())),
+        "compressed: {log}"
+    );
+    assert!(log.contains("Hash of data verified."), "{log}");
+    // `--after no_reset` ends with FLASH_END 0: the stub reboots into the ROM loader.
+    assert_eq!(vb.control("dtr 0"), "ok loader\n");
+    assert_eq!(&std::fs::read(&path).unwrap()[..image.len()], &image[..]);
+    assert_eq!(vb.control("reset"), "ok reset\n");
+    boots_provisioned(&mut vb, "stubwrite1");
+
+    // From here the stub stays between runs, and answers the next one's SYNC itself.
+    enter_loader(&mut vb);
+    let stay = ["--after", "no_reset_stub"];
+    let log = esptool_ok(
+        &vb,
+        &[&stay[..], &["verify_flash", "0x0", image_arg]].concat(),
+    );
+    assert!(log.contains("-- verify OK (digest matched)"), "{log}");
+    assert_eq!(vb.control("dtr 0"), "ok stub\n");
+
+    // A faster rate for the read: the stub takes it after its reply, until the next reset.
+    let read_file = path.with_extension("read");
+    let read_arg = read_file.to_str().unwrap();
+    let read = ["--baud", "921600", "read_flash", "0x0", "0x12000", read_arg];
+    let log = esptool_ok(&vb, &[&stay[..], &read].concat());
+    assert!(log.contains("Stub is already running."), "{log}");
+    assert!(log.contains("Changing baud rate to 921600"), "{log}");
+    assert_eq!(vb.control("baud"), "ok 921600\n");
+    let flash = std::fs::read(&path).unwrap();
+    assert_eq!(std::fs::read(&read_file).unwrap(), &flash[..0x12000]);
+    enter_loader(&mut vb);
+    assert_eq!(
+        vb.control("baud"),
+        "ok 115200\n",
+        "a reset brings the ROM's rate back"
+    );
+
+    esptool_ok(
+        &vb,
+        &[&stay[..], &["erase_region", "0x1000", "0x1000"]].concat(),
+    );
+    let erased = std::fs::read(&path).unwrap();
+    assert!(erased[0x1000..0x2000].iter().all(|&b| b == 0xff));
+    assert_eq!(
+        erased[..0x1000],
+        flash[..0x1000],
+        "before the region, as it was"
+    );
+    assert_eq!(erased[0x2000..], flash[0x2000..], "after it, as it was");
+
+    esptool_ok(&vb, &[&stay[..], &["erase_flash"]].concat());
+    assert!(std::fs::read(&path).unwrap().iter().all(|&b| b == 0xff));
+    drop(vb);
+    for f in [&path, &image_file, &read_file] {
+        std::fs::remove_file(f).unwrap();
+    }
+}
+
+/// A board without a flash file refuses flash writes, through the ROM and through the stub,
+/// and its log says why; it goes on answering, and a reset boots its built-in relay.
+#[rstest]
+fn a_board_without_a_flash_file_refuses_flash_writes_and_says_why(
+    #[values(true, false)] stub: bool,
+) {
+    let path = flash_path(if stub { "noflash-stub" } else { "noflash-rom" });
+    let (image_file, _) = image_file(&path, "noflash01");
+    let mut vb = Vb::start_logged(&[]);
+    vb.banner = vb.uart_line_starting("relay ready ");
+    enter_loader(&mut vb);
+    let mut args = vec!["--after", "no_reset"];
+    if !stub {
+        args.push("--no-stub");
+    }
+    args.extend(["write_flash", "0x0", image_file.to_str().unwrap()]);
+    let out = esptool(&vb, &args);
+    let log = printed(&out);
+    assert!(!out.status.success(), "{log}");
+    let refusal = if stub {
+        "Failed to enter compressed flash mode (result was C400: Failed SPI operation)"
+    } else {
+        "Failed to enter Flash download mode (result was 0106: Operation or feature not supported)"
+    };
+    assert!(log.contains(refusal), "{log}");
+    let why = vb.log_line("flash commands need --flash PATH");
+    assert!(why.contains("WARN"), "{why}");
+    let state = if stub { "ok stub\n" } else { "ok loader\n" };
+    assert_eq!(vb.control("dtr 0"), state, "still answering");
+    assert_eq!(vb.control("reset"), "ok reset\n");
+    assert_eq!(vb.uart_line_starting("relay ready "), vb.banner);
+    drop(vb);
+    std::fs::remove_file(&image_file).unwrap();
+}
+
+/// Code loaded to RAM that is not esptool's stub cannot run on the twin: the board says so in
+/// its log and stays in the ROM loader, which goes on answering.
+#[rstest]
+fn ram_code_that_is_not_the_stub_is_refused_and_the_loader_answers_on() {
+    let path = flash_path("ram");
+    let code = relay_core::image::build(0x4010_0004, 4, &[(0x4010_0000, &[0x55; 64])]);
+    let ram_file = path.with_extension("ram");
+    std::fs::write(&ram_file, code).unwrap();
+    let mut vb = Vb::start_logged(&["--flash", path.to_str().unwrap()]);
+    enter_loader(&mut vb);
+    let log = esptool_ok(&vb, &["--no-stub", "load_ram", ram_file.to_str().unwrap()]);
+    assert!(log.contains("executing at 40100004"), "{log}");
+    let refused = vb.log_line("refused to run the code loaded to RAM at entry 0x40100004");
+    assert!(refused.contains("WARN"), "{refused}");
+    let log = esptool_ok(&vb, &["--after", "no_reset", "--no-stub", "read_mac"]);
+    assert!(log.contains("MAC: 18:fe:34:"), "{log}");
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&ram_file).unwrap();
+}
+
+/// esptool with all its defaults but `--before no_reset` writes and verifies the flash, then
+/// cannot pulse RTS for its hard reset: a pseudo-terminal has no modem lines, and pyserial's
+/// TIOCMBIS on it fails with ENOTTY, which esptool reports as a warning. The write is whole,
+/// the stub still runs, and a reset boots what was written.
+#[rstest]
+fn esptool_defaults_write_the_flash_but_cannot_hard_reset_a_pty() {
+    let path = flash_path("defaults");
+    let (image_file, image) = image_file(&path, "defaults01");
+    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    enter_loader(&mut vb);
+    let log = esptool_ok(&vb, &["write_flash", "0x0", image_file.to_str().unwrap()]);
+    assert!(log.contains("Hash of data verified."), "{log}");
+    assert!(log.contains("Hard resetting via RTS pin..."), "{log}");
+    assert!(
+        log.contains("WARNING: Chip was NOT reset. Setting RTS/DTR lines is not supported"),
+        "{log}"
+    );
+    assert_eq!(&std::fs::read(&path).unwrap()[..image.len()], &image[..]);
+    assert_eq!(
+        vb.control("dtr 0"),
+        "ok stub\n",
+        "no reset reached the board"
+    );
+    assert_eq!(vb.control("reset"), "ok reset\n");
+    boots_provisioned(&mut vb, "defaults01");
     drop(vb);
     std::fs::remove_file(&path).unwrap();
     std::fs::remove_file(&image_file).unwrap();

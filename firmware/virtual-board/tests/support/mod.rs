@@ -98,6 +98,8 @@ pub struct Vb {
     pub uart: Vec<u8>,
     /// The banner line the board printed at boot.
     pub banner: String,
+    /// The board's log lines, when started with [`Vb::start_logged`].
+    pub log: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Vb {
@@ -110,10 +112,46 @@ impl Vb {
 
     /// Starts a board and opens its serial port, without expecting a banner.
     pub fn start_quiet(args: &[&str]) -> Vb {
+        Vb::spawn(args, Stdio::inherit())
+    }
+
+    /// Like [`Vb::start_quiet`], and keeps the board's log for [`Vb::log_line`].
+    pub fn start_logged(args: &[&str]) -> Vb {
+        let mut vb = Vb::spawn(args, Stdio::piped());
+        let err = vb.child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        vb.log = Some(rx);
+        vb
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn log_line(&self, needle: &str) -> String {
+        let log = self.log.as_ref().expect("started with start_logged");
+        let deadline = Instant::now() + CEILING;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with `{needle}` within {CEILING:?}"),
+            }
+        }
+    }
+
+    fn spawn(args: &[&str], stderr: Stdio) -> Vb {
         let mut child = Command::new(BIN)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("virtual-board starts");
         let mut out = child.stdout.take().unwrap();
@@ -133,6 +171,7 @@ impl Vb {
             serial,
             uart: Vec::new(),
             banner: String::new(),
+            log: None,
         }
     }
 
@@ -160,6 +199,20 @@ impl Vb {
             String::from_utf8_lossy(&self.uart)
         );
         take_line(&mut self.uart).unwrap()
+    }
+
+    /// Discards what the UART has sent so far, for a board that has gone quiet (held in reset).
+    pub fn drain_uart(&mut self) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.serial.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        self.uart.clear();
     }
 
     /// Skips UART lines until one starts with `prefix` and returns it.
