@@ -321,8 +321,10 @@ pub fn boot(
                     return Err(io::Error::last_os_error());
                 }
             }
-            // The chip has no life of its own: it goes when the board goes.
+            // The chip has no life of its own: it goes when the board goes, and only then. In a
+            // process group of its own, a terminal's Ctrl-C reaches the board, not the chip.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::setpgid(0, 0);
             if libc::getppid() != parent {
                 libc::_exit(0);
             }
