@@ -2,12 +2,10 @@
 // that runs while the sketch yields, and the counters of what firmware must never do in loop().
 #pragma once
 
-#include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <atomic>
-#include <vector>
 
 namespace host {
 
@@ -28,12 +26,12 @@ enum Counter : unsigned {
     COUNTERS
 };
 
-// The page the virtual board maps too (fd 4). The board reads the counters and names, and
-// writes `tx_drained` as bytes leave the transmit FIFO for the wire. Layout is fixed: the Rust
-// side (firmware/virtual-board/src/firmware.rs) reads it at these offsets.
+// The page the virtual board maps too (fd 4). The board reads the counters and names, and the
+// rate the sketch set its UART to, which the wire's other end must match. Layout is fixed: the
+// Rust side (`RawPage` in src/lib.rs) reads it at these offsets.
 struct Page {
     uint64_t magic;                        // PAGE_MAGIC, once the firmware has filled names
-    std::atomic<uint64_t> tx_drained;      // written by the board
+    std::atomic<uint64_t> uart_baud;       // Serial.begin's rate; 0 while the UART is off
     uint64_t counters;                     // how many counters follow
     char names[512];                       // their names, space-separated
     std::atomic<uint64_t> value[32];
@@ -45,8 +43,7 @@ static_assert(COUNTERS <= 32, "room for every counter");
 // Fixed descriptors the virtual board hands the firmware process.
 constexpr int UART_FD = 3;  // a stream socket: UART bytes both ways
 constexpr int PAGE_FD = 4;  // the shared Page
-constexpr int KICK_FD = 5;  // an eventfd the board signals when the transmit FIFO drains
-constexpr int FLASH_FD = 6; // the board's flash, for the EEPROM sector
+constexpr int FLASH_FD = 5; // the board's flash, for the EEPROM sector
 
 struct Config {
     uint32_t ip = 0;          // the board's address on its network, network order
@@ -62,7 +59,8 @@ const Config &config();
 Page &page();
 [[noreturn]] void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-uint64_t now_us();
+uint64_t now_ns();
+inline uint64_t now_us() { return now_ns() / 1000; }
 inline uint32_t now_ms() { return static_cast<uint32_t>(now_us() / 1000); }
 
 void count(Counter c, uint64_t n = 1);
@@ -80,8 +78,9 @@ uint64_t resumed_us();
 // or 1 ms, so a sketch that spins on yield() waits as the chip would without burning a core.
 void yield_once();
 
-// Sleeps until a descriptor the system task watches is ready, or `max_us` passes.
-void idle(uint64_t max_us);
+// Sleeps until a descriptor the system task watches is ready, or `max_ns` passes.
+void idle_ns(uint64_t max_ns);
+inline void idle(uint64_t max_us) { idle_ns(max_us * 1000); }
 
 bool in_loop();
 void set_in_loop(bool in);
@@ -100,11 +99,26 @@ private:
     uint64_t since_ = 0;
 };
 
-// Modules that own descriptors add them here for idle(), with the soonest time they need a
-// pass even without an event.
+// The descriptors the system task watches, in one epoll set: a pass asks the kernel once which
+// are ready rather than trying each. Ids name them: the UART, a PCB, a listener.
+constexpr uint32_t WATCH_UART = 0;
+constexpr uint32_t WATCH_PCB = 1;       // + the PCB's index
+constexpr uint32_t WATCH_LISTENER = 16; // + the listener's index
+constexpr uint32_t WATCHES = 32;
+// Arms `fd` under `id` for `events` (EPOLLERR and EPOLLHUP always come); an unchanged mask
+// costs nothing.
+void watch(uint32_t id, int fd, uint32_t events);
+// Before its descriptor closes.
+void unwatch(uint32_t id);
+// What the last look found ready on `id`; a module clears what it has drained.
+uint32_t ready(uint32_t id);
+void drained(uint32_t id, uint32_t events);
+
+// Modules arm their descriptors before every look, and lower `wake_ns` to the soonest time
+// they need a pass even without an event; then their halves of the system task.
+void uart_arm(uint64_t &wake_ns);
 void uart_isr();
-void uart_poll(std::vector<pollfd> &fds);
+void tcp_arm(uint64_t &wake_ns);
 void tcp_input();
-void tcp_poll(std::vector<pollfd> &fds, uint64_t &wake_us);
 
 } // namespace host

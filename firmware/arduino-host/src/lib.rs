@@ -5,7 +5,7 @@
 //! sketch (`firmware/esp8266/src/main.cpp`, unchanged) once per PlatformIO environment, plus
 //! the probe sketch the layer's tests drive. [`boot`] starts one as a fresh process, as a reset
 //! starts the chip: its UART is a socket, its flash a file, and a shared [`Page`] carries the
-//! transmit FIFO's progress one way and the layer's counters the other.
+//! UART's rate and the layer's counters to the board.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -93,8 +93,7 @@ fn io(what: &str) -> impl FnOnce(nix::errno::Errno) -> Error + '_ {
 /// The descriptors the firmware finds open (`src/host.h`).
 const UART_FD: RawFd = 3;
 const PAGE_FD: RawFd = 4;
-const KICK_FD: RawFd = 5;
-const FLASH_FD: RawFd = 6;
+const FLASH_FD: RawFd = 5;
 
 /// The page shared with the firmware (`host::Page` in `src/host.h`). It outlives boots: the
 /// counters add up over every boot of one board.
@@ -106,7 +105,7 @@ pub struct Page {
 #[repr(C)]
 struct RawPage {
     magic: AtomicU64,
-    tx_drained: AtomicU64,
+    uart_baud: AtomicU64,
     counters: AtomicU64,
     names: [u8; 512],
     value: [AtomicU64; 32],
@@ -152,9 +151,17 @@ impl Page {
         unsafe { self.raw.as_ref() }
     }
 
-    /// Bytes that left the transmit FIFO for the wire: the firmware sees the room they free.
-    pub fn drained(&self, n: usize) {
-        self.raw().tx_drained.fetch_add(n as u64, Ordering::Release);
+    /// The rate the sketch began its UART at (`Serial.begin`); `None` while it is off.
+    pub fn uart_baud(&self) -> Option<u32> {
+        match self.raw().uart_baud.load(Ordering::Acquire) {
+            0 => None,
+            b => Some(u32::try_from(b).unwrap_or(u32::MAX)),
+        }
+    }
+
+    /// A new boot starts with its UART off.
+    pub fn uart_off(&self) {
+        self.raw().uart_baud.store(0, Ordering::Release);
     }
 
     /// The layer's counters by name, in its order; empty until a firmware has booted.
@@ -179,28 +186,6 @@ impl Drop for Page {
     fn drop(&mut self) {
         // SAFETY: mapped in new() with this length.
         let _ = unsafe { munmap(self.raw.cast(), PAGE_SIZE) };
-    }
-}
-
-/// The eventfd the board signals when the transmit FIFO drains, waking a firmware that sleeps.
-pub struct Kick(OwnedFd);
-
-impl Kick {
-    pub fn new() -> Result<Kick, Error> {
-        // SAFETY: eventfd returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(Error::Io {
-                what: "cannot create an eventfd".into(),
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: fd was just created and is ours.
-        Ok(Kick(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    pub fn kick(&self) {
-        let _ = nix::unistd::write(&self.0, &1u64.to_ne_bytes());
     }
 }
 
@@ -243,7 +228,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A copy of `fd` numbered at least 10, so the child's dup2 onto 3..=6 never overwrites a
+/// A copy of `fd` numbered at least 10, so the child's dup2 onto 3..=5 never overwrites a
 /// descriptor it still needs.
 fn high(fd: BorrowedFd<'_>) -> Result<OwnedFd, Error> {
     // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor or -1.
@@ -277,13 +262,12 @@ impl Executable {
     }
 }
 
-/// Boots `exe`: a fresh process with the UART, the page, the kick and the flash on its fixed
-/// descriptors. It dies with the board.
+/// Boots `exe`: a fresh process with the UART, the page and the flash on its fixed descriptors.
+/// It dies with the board.
 pub fn boot(
     exe: &Executable,
     flash: BorrowedFd<'_>,
     page: &Page,
-    kick: &Kick,
     opts: &Options,
 ) -> Result<Running, Error> {
     let (board_end, chip_end) = socketpair(
@@ -293,10 +277,10 @@ pub fn boot(
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
     )
     .map_err(io("cannot create the UART link"))?;
+    page.uart_off();
     let sources = [
         (high(chip_end.as_fd())?, UART_FD),
         (high(page.fd.as_fd())?, PAGE_FD),
-        (high(kick.0.as_fd())?, KICK_FD),
         (high(flash)?, FLASH_FD),
     ];
     let targets: Vec<(RawFd, RawFd)> = sources.iter().map(|(s, t)| (s.as_raw_fd(), *t)).collect();

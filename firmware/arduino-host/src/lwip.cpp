@@ -7,6 +7,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -30,6 +32,17 @@ uint64_t next_order = 1;
 uint32_t segs_in_use = 0; // MEMP_TCP_SEG, shared by every connection
 
 uint64_t now_ms() { return host::now_us() / 1000; }
+uint32_t id(const Pcb &p) { return host::WATCH_PCB + static_cast<uint32_t>(&p - pcbs); }
+uint32_t id(const Listener &l) {
+    return host::WATCH_LISTENER + static_cast<uint32_t>(&l - listeners);
+}
+
+// The host socket goes; the host keeps whatever TIME_WAIT it owes.
+void close_fd(Pcb &p) {
+    host::unwatch(id(p));
+    ::close(p.fd);
+    p.fd = -1;
+}
 uint64_t ticks(uint64_t ms) { return ms / TCP_SLOW_INTERVAL_MS; }
 uint64_t inactivity(const Pcb &p) { return ticks(now_ms()) - ticks(p.tmr_ms); }
 
@@ -40,7 +53,7 @@ void release(Pcb &p, bool reset) {
             linger l = {1, 0};
             setsockopt(p.fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
         }
-        ::close(p.fd);
+        close_fd(p);
     }
     for (const Sent &s : p.unacked) {
         segs_in_use -= s.segs;
@@ -147,10 +160,10 @@ void set_int(int fd, int level, int name, int value) {
 
 // A SYN reached a listener: lwIP's tcp_listen_input (tcp_in.c:630-700), then WiFiServer's
 // accept callback. The host kernel has already completed the handshake.
-void take_connection(Listener &l) {
+bool take_connection(Listener &l) {
     const int fd = accept4(l.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-        return;
+        return false;
     }
     Pcb *p = alloc(TCP_PRIO_NORMAL); // a listener's new PCBs keep tcp_new's priority
     if (p == nullptr) {
@@ -159,7 +172,7 @@ void take_connection(Listener &l) {
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         ::close(fd);
         host::count(host::SYN_DEFERRED);
-        return;
+        return true;
     }
     *p = Pcb{};
     p->used = true;
@@ -172,6 +185,7 @@ void take_connection(Listener &l) {
     l.accepts_pending++;
     host::progress();
     l.server->_accept(new ClientContext(p));
+    return true;
 }
 
 // Acknowledgements: the kernel's send queue says what the peer has taken, and no ACK comes
@@ -212,8 +226,7 @@ void check_acks(Pcb &p) {
         case FIN_WAIT_1: p.state = FIN_WAIT_2; break;
         case CLOSING:
             p.state = TIME_WAIT;
-            ::close(p.fd);
-            p.fd = -1;
+            close_fd(p);
             break;
         case LAST_ACK: release(p, false); break;
         default: break;
@@ -241,14 +254,16 @@ void peer_fin(Pcb &p) {
     case FIN_WAIT_1: p.state = CLOSING; break;
     case FIN_WAIT_2:
         p.state = TIME_WAIT;
-        ::close(p.fd); // the host keeps its own TIME_WAIT; the model keeps the PCB
-        p.fd = -1;
+        close_fd(p); // the host keeps its own TIME_WAIT; the model keeps the PCB
         break;
     default: break;
     }
 }
 
 void receive(Pcb &p) {
+    if ((host::ready(id(p)) & (EPOLLIN | EPOLLERR | EPOLLHUP)) == 0) {
+        return;
+    }
     uint8_t buf[4096];
     while (p.used && can_receive(p)) {
         // Past its window lwIP takes nothing, so those bytes stay in the host's queue. A closed
@@ -263,6 +278,10 @@ void receive(Pcb &p) {
             return;
         }
         const ssize_t n = recv(p.fd, buf, room, MSG_DONTWAIT);
+        if (n < 0 && errno == EAGAIN) {
+            host::drained(id(p), EPOLLIN);
+            return;
+        }
         if (n > 0) {
             p.tmr_ms = now_ms();
             host::progress();
@@ -278,6 +297,9 @@ void receive(Pcb &p) {
                 recved(&p, static_cast<size_t>(n)); // tcp_recv_null takes and frees it
             }
             if (static_cast<size_t>(n) < room) {
+                if (p.used) {
+                    host::drained(id(p), EPOLLIN);
+                }
                 return;
             }
         } else if (n == 0) {
@@ -292,8 +314,13 @@ void receive(Pcb &p) {
     }
 }
 
-// CLOSE_WAIT, LAST_ACK, CLOSING: the peer sent its FIN, so only a reset can still arrive.
+// CLOSE_WAIT, LAST_ACK, CLOSING: the peer sent its FIN, so only a reset can still arrive. Only
+// CLOSE_WAIT is in the epoll set (see tcp_arm): the others hang up for good once both sides
+// closed, so they are asked each pass, for the short while they last.
 void watch_reset(Pcb &p) {
+    if (p.state == CLOSE_WAIT && (host::ready(id(p)) & (EPOLLERR | EPOLLHUP)) == 0) {
+        return;
+    }
     int err = 0;
     socklen_t len = sizeof err;
     if (p.fd >= 0 && getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
@@ -354,6 +381,7 @@ Listener *listen(uint16_t port, uint8_t backlog, WiFiServer *server) {
 
 void listen_close(Listener *l) {
     if (l != nullptr && l->used) {
+        host::unwatch(id(*l));
         ::close(l->fd);
         for (Pcb &p : pcbs) {
             if (p.listener == l) {
@@ -514,13 +542,11 @@ void tcp_input() {
     }
     for (Listener &l : listeners) {
         // tcp_listen_input drops a SYN while the backlog is full (tcp_in.c:654-658).
-        while (l.used && l.accepts_pending < l.backlog) {
-            pollfd p = {l.fd, POLLIN, 0};
-            if (poll(&p, 1, 0) <= 0) {
-                break;
-            }
+        while (l.used && l.accepts_pending < l.backlog && (host::ready(id(l)) & EPOLLIN)) {
             l.deferring = false;
-            take_connection(l);
+            if (!take_connection(l)) {
+                host::drained(id(l), EPOLLIN);
+            }
         }
         if (l.used && l.accepts_pending >= l.backlog && !l.deferring) {
             pollfd p = {l.fd, POLLIN, 0};
@@ -532,13 +558,12 @@ void tcp_input() {
     }
 }
 
-void tcp_poll(std::vector<pollfd> &fds, uint64_t &wake_us) {
+void tcp_arm(uint64_t &wake_ns) {
     using namespace lwip;
-    if (netif_up()) {
-        for (Listener &l : listeners) {
-            if (l.used && l.accepts_pending < l.backlog) {
-                fds.push_back({l.fd, POLLIN, 0});
-            }
+    for (Listener &l : listeners) {
+        if (l.used) {
+            const bool open = netif_up() && l.accepts_pending < l.backlog;
+            watch(id(l), l.fd, open ? uint32_t{EPOLLIN} : 0u);
         }
     }
     const uint64_t now = now_us();
@@ -547,22 +572,24 @@ void tcp_poll(std::vector<pollfd> &fds, uint64_t &wake_us) {
             continue;
         }
         if (p.fd >= 0 && can_receive(p)) {
-            // No POLLIN while the window is shut, or the waiting bytes would wake us forever;
-            // a reset still shows as POLLERR.
-            fds.push_back({p.fd, static_cast<short>(p.rcv_wnd > 0 || p.rx_closed ? POLLIN : 0), 0});
+            // No EPOLLIN while the window is shut, or the waiting bytes would wake us forever;
+            // a reset still shows as EPOLLERR.
+            watch(id(p), p.fd, p.rcv_wnd > 0 || p.rx_closed ? uint32_t{EPOLLIN} : 0u);
         } else if (p.fd >= 0 && p.state == CLOSE_WAIT) {
-            fds.push_back({p.fd, 0, 0});
+            watch(id(p), p.fd, 0);
+        } else {
+            unwatch(id(p));
         }
         // Acknowledgements have no event: look again once the round trip allows one, then
         // every millisecond while the kernel still holds the data.
         if (!p.unacked.empty() || p.fin_queued) {
             const uint64_t first = p.unacked.empty() ? p.fin_at_us : p.unacked.front().at_us;
             const uint64_t due = first + config().rtt_us;
-            wake_us = std::min(wake_us, due > now ? due : now + 1000);
+            wake_ns = std::min(wake_ns, 1000 * (due > now ? due : now + 1000));
         }
         if (p.state == FIN_WAIT_2 || p.state == TIME_WAIT) {
             const uint64_t limit = p.state == TIME_WAIT ? 2 * TCP_MSL_MS : TCP_FIN_WAIT_TIMEOUT_MS;
-            wake_us = std::min(wake_us, (p.tmr_ms + limit + 1) * 1000);
+            wake_ns = std::min(wake_ns, (p.tmr_ms + limit + 1) * 1000000);
         }
     }
 }

@@ -415,23 +415,38 @@ fn the_receive_ring_holds_size_minus_one_and_an_overrun_drops_the_oldest(#[case]
 }
 
 #[rstest]
-fn serial_write_waits_for_room_in_the_transmit_fifo() {
-    let mut p = Probe::start();
-    assert_eq!(p.cmd("txroom"), "txroom room=128");
-    // The wire stops taking bytes: the FIFO fills and Serial.write spins (uart.cpp:510-551).
-    p.draining = false;
-    p.send(b"serialwrite 300\n");
-    let mut held = 0;
-    while held < 128 {
-        held += p.pull();
-    }
-    p.draining = true;
-    p.drain(held);
-    // The 300 bytes come first, on the same line as the reply.
-    let line = p.line();
-    let r = &line[line.find("serialwrite ").expect("the reply")..];
+fn serial_write_waits_while_the_transmit_fifo_holds_127() {
+    let mut p = Probe::with(Setup {
+        paced: true,
+        ..Setup::default()
+    });
+    // At 50 baud a byte takes 200 ms on the wire (divider 1,600,000 of 80 MHz, 10 bits). An
+    // idle wire takes the first byte into the shift register, so 128 fit at once; then the
+    // FIFO holds 127, which uart_write counts as full (uart.cpp:504-507) although
+    // availableForWrite still reports 1 (uart.cpp:555-561). The next byte waits for the first
+    // to leave the wire.
+    let r = p.cmd("serialwrite 128 1 50");
+    let r = &r[r.find("serialwrite ").expect("the reply")..];
     assert_eq!(num(r, "before"), 128, "{r}");
+    assert_eq!(num(r, "mid"), 1, "{r}");
+    assert!(
+        num(r, "first_us") < 200_000,
+        "the first 128 bytes waited: {r}"
+    );
+    assert!(
+        num(r, "first_us") + num(r, "second_us") >= 199_000,
+        "byte 129 went before byte 1 left the wire: {r}"
+    );
     assert_eq!(p.counter("wait_serial"), 1);
+}
+
+#[rstest]
+fn an_unpaced_wire_takes_every_byte_at_once() {
+    let mut p = Probe::start();
+    let r = p.cmd("serialwrite 128 1000 50");
+    let r = &r[r.find("serialwrite ").expect("the reply")..];
+    assert_eq!(num(r, "mid"), 128, "{r}");
+    assert_eq!(p.counter("wait_serial"), 0);
 }
 
 #[rstest]

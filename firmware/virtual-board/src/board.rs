@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use arduino_host::{Executable, Kick, Options as FirmwareOptions, Page, Program, Running};
+use arduino_host::{Executable, Options as FirmwareOptions, Page, Program, Running};
 use relay_core::provision::{self, Wifi};
 use tokio::io::unix::AsyncFd;
 
@@ -175,7 +175,6 @@ pub struct Board {
     loader: Loader,
     firmware: Firmware,
     page: Page,
-    kick: Kick,
     /// The executable of the build that last booted, by build id: rebooting reuses it.
     exe: Option<(String, Executable)>,
     process: Option<Process>,
@@ -218,7 +217,6 @@ impl Board {
             loader: Loader::default(),
             firmware,
             page: Page::new().map_err(io::Error::other)?,
-            kick: Kick::new().map_err(io::Error::other)?,
             exe: None,
             process: None,
             build: None,
@@ -277,13 +275,8 @@ impl Board {
             self.exe = Some((id.to_owned(), Executable::new(&bytes)?));
         }
         let (_, exe) = self.exe.as_ref().expect("just built");
-        let running = arduino_host::boot(
-            exe,
-            self.flash.as_fd(),
-            &self.page,
-            &self.kick,
-            &self.firmware.options,
-        )?;
+        let running =
+            arduino_host::boot(exe, self.flash.as_fd(), &self.page, &self.firmware.options)?;
         let link = running
             .uart
             .try_clone()
@@ -627,11 +620,6 @@ impl Board {
                     }
                     let rom = n.min(self.rom_bytes);
                     self.rom_bytes -= rom;
-                    if n > rom {
-                        // The firmware's FIFO has that much more room.
-                        self.page.drained(n - rom);
-                        self.kick.kick();
-                    }
                     progress = true;
                 }
                 Err(nix::errno::Errno::EAGAIN) => break,

@@ -164,10 +164,20 @@ static void run(char *cmd) {
     } else if (!strcmp(name, "txroom")) {
         reply("txroom room=%d", Serial.availableForWrite());
     } else if (!strcmp(name, "serialwrite")) {
-        const int before = Serial.availableForWrite();
+        // At a rate of the test's choosing, two writes back to back; then back to the rate
+        // replies use, which starts the FIFO empty (uart_init resets it).
+        Serial.begin(static_cast<unsigned long>(arg(3)));
         memset(buf, 'U', sizeof buf);
+        const int before = Serial.availableForWrite();
+        const unsigned long t0 = micros();
         Serial.write(buf, static_cast<size_t>(arg(1)));
-        reply("serialwrite before=%d ms=%lu", before, ms());
+        const unsigned long t1 = micros();
+        const int mid = Serial.availableForWrite();
+        Serial.write(buf, static_cast<size_t>(arg(2)));
+        const unsigned long t2 = micros();
+        Serial.begin(115200);
+        reply("serialwrite before=%d mid=%d first_us=%lu second_us=%lu", before, mid, t1 - t0,
+              t2 - t1);
     } else if (!strcmp(name, "eeprom")) {
         EEPROM.begin(static_cast<size_t>(arg(1)));
         for (long i = 0; i < arg(1); i++) {

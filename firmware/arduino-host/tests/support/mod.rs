@@ -1,5 +1,5 @@
-//! Test support: boots the probe sketch and plays the board around it (the UART's other end,
-//! the transmit FIFO's drain, the flash), over real sockets.
+//! Test support: boots the probe sketch and plays the board around it (the UART's other end and
+//! the flash), over real sockets.
 //!
 //! Every read waits on poll(2) with a generous ceiling that only fires on failure.
 
@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use arduino_host::{Executable, Kick, Network, Options, PROBE, Page, Running};
+use arduino_host::{Executable, Network, Options, PROBE, Page, Running};
 
 pub const CEILING: Duration = Duration::from_secs(20);
 
@@ -28,13 +28,10 @@ fn unique_ip() -> Ipv4Addr {
 pub struct Probe {
     pub running: Running,
     pub page: Page,
-    pub kick: Kick,
     pub flash: std::fs::File,
     pub ip: Ipv4Addr,
     uart: std::fs::File,
     buf: Vec<u8>,
-    /// Drain the transmit FIFO as bytes arrive (false: the wire is stuck).
-    pub draining: bool,
 }
 
 pub struct Setup {
@@ -63,7 +60,6 @@ impl Probe {
     pub fn with(setup: Setup) -> Probe {
         let flash = tempfile(setup.flash_size);
         let page = Page::new().unwrap();
-        let kick = Kick::new().unwrap();
         let ip = unique_ip();
         let opts = Options {
             network: Network {
@@ -75,17 +71,15 @@ impl Probe {
             rtt: setup.rtt,
         };
         let exe = Executable::new(PROBE.bytes).unwrap();
-        let running = arduino_host::boot(&exe, flash.as_fd(), &page, &kick, &opts).unwrap();
+        let running = arduino_host::boot(&exe, flash.as_fd(), &page, &opts).unwrap();
         let uart = std::fs::File::from(running.uart.try_clone().unwrap());
         let mut p = Probe {
             running,
             page,
-            kick,
             flash,
             ip,
             uart,
             buf: Vec::new(),
-            draining: true,
         };
         assert_eq!(p.line(), "probe ready");
         if setup.joined {
@@ -124,25 +118,17 @@ impl Probe {
         }
     }
 
-    /// Reads what the firmware sent; as the wire takes it, its FIFO has room again.
+    /// Reads what the firmware sent.
     pub fn pull(&mut self) -> usize {
         let mut chunk = [0u8; 4096];
         match self.uart.read(&mut chunk) {
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
-                if self.draining {
-                    self.drain(n);
-                }
                 n
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
             Err(e) => panic!("uart: {e}"),
         }
-    }
-
-    pub fn drain(&self, n: usize) {
-        self.page.drained(n);
-        self.kick.kick();
     }
 
     pub fn counter(&self, name: &str) -> u64 {
