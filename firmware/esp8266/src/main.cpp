@@ -309,10 +309,12 @@ void loop() {
     const uint8_t *data;
     size_t n;
     while ((n = relay_uart_pending(&relay, &data)) > 0) {
+        // uart_write waits once the FIFO holds 127 bytes (uart.cpp:504-507), one short of the
+        // room availableForWrite reports: writing all of it would block for a byte's time.
         const size_t room = static_cast<size_t>(Serial.availableForWrite());
-        if (room == 0) {
+        if (room <= 1) {
             break;
         }
-        relay_uart_consume(&relay, Serial.write(data, n < room ? n : room));
+        relay_uart_consume(&relay, Serial.write(data, n < room - 1 ? n : room - 1));
     }
 }
