@@ -423,6 +423,28 @@ fn paced_uart_is_never_faster_than_the_line() {
     );
 }
 
+/// Over a slow WiFi round trip the relay still carries the whole line rate to a client: at
+/// 115200 baud a 60 ms round trip brings 691 bytes, more than the one 536-byte segment a
+/// write may hold, so it takes both of a client's writes in flight each round trip.
+#[rstest]
+fn a_long_wifi_round_trip_still_carries_the_line_rate() {
+    let mut vb = Vb::start(&["--pace", "--rtt-ms", "60"]);
+    let mut c = vb.connect();
+    vb.wait_counter("clients", 1);
+    let stream: Vec<u8> = (0..=255u8).cycle().take(23_040).collect(); // 2 s of line
+    vb.write_uart(&stream);
+    let mut got = Vec::new();
+    assert!(
+        support::read_until(&mut c, &mut got, |b| b.len() >= stream.len()),
+        "the client has {} of {} bytes; {}",
+        got.len(),
+        stream.len(),
+        vb.status()
+    );
+    assert_eq!(got, stream);
+    assert_eq!(vb.counter("drops"), 0, "{}", vb.status());
+}
+
 /// The NodeMCU auto-reset circuit, driven the way esptool and the harness drive it.
 #[rstest]
 fn modem_lines_reset_the_chip_or_enter_the_loader() {

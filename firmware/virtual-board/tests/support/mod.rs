@@ -22,13 +22,17 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_virtual-board");
 
 /// Waits until `fd` is readable or the deadline passes.
 fn wait_readable(fd: impl AsFd, deadline: Instant) -> bool {
+    wait_for(fd, PollFlags::POLLIN, deadline)
+}
+
+fn wait_for(fd: impl AsFd, events: PollFlags, deadline: Instant) -> bool {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return false;
         }
         let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(fd.as_fd(), events)];
         match poll(&mut fds, PollTimeout::from(ms)) {
             Ok(0) => continue,
             Ok(_) => return true,
@@ -234,10 +238,19 @@ impl Vb {
         self.uart_line_starting("relay provision ")
     }
 
-    pub fn write_uart(&mut self, data: &[u8]) {
-        self.serial
-            .write_all(data)
-            .expect("write to the serial port");
+    /// Writes all of `data`, waiting while a paced line holds the port full.
+    pub fn write_uart(&mut self, mut data: &[u8]) {
+        let deadline = Instant::now() + CEILING;
+        while !data.is_empty() {
+            match self.serial.write(data) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => assert!(
+                    wait_for(&self.serial, PollFlags::POLLOUT, deadline),
+                    "the serial port took nothing for {CEILING:?}"
+                ),
+                Err(e) => panic!("write to the serial port: {e}"),
+            }
+        }
     }
 
     /// The status channel's text.
