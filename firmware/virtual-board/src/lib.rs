@@ -11,6 +11,7 @@ pub mod pace;
 pub mod pty;
 pub mod rom;
 pub mod stub;
+pub mod wire;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
