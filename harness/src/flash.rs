@@ -3,7 +3,9 @@
 //! espflash drives the same `serialport::SerialPort` the harness uses, so a NodeMCU's CP2102
 //! and the virtual board's [`crate::serial::VirtualPort`] enter the loader the same way: the
 //! auto-reset circuit, DTR and RTS. On the ESP8266 it writes through the ROM itself: 0x400-byte
-//! blocks, no compression, no baud change.
+//! blocks, no compression. espflash never changes the rate for this chip (espflash#472), and it
+//! need not: the ROM takes its rate from the host's SYNC, so the port is simply opened at the
+//! flashing rate before espflash connects.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +23,20 @@ use crate::error::{HilError, Result};
 
 /// How long to wait for a boot line before taking the board's firmware as unknown.
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The default flashing rate. Both NodeMCU bridges carry it (the CP2102 up to 1 Mbaud, the
+/// CH340 up to 2 Mbaud), and the ROM meets it by autobaud: it times the host's SYNC bytes, so
+/// no divider of its own can disagree with the bridge's. esptool-ck flashed NodeMCUs through
+/// the ROM alone at 921600 (the ESP8266 core's FAQ, doc/faq/a01-espcomm_sync-failed.rst:216-219,
+/// times a Blink upload there at about 8 s). The core's upload.py (tools/upload.py:32-36) lowers
+/// 921600 to 460800 for esptool.py, whose stub switches rates after connecting; the ROM path
+/// never switches. Where a cable or a bridge does not keep up, the flash falls back.
+pub const DEFAULT_BAUD: u32 = 921_600;
+/// What every ESP8266 ROM and bridge manage: the rate a flash falls back to.
+pub const FALLBACK_BAUD: u32 = 115_200;
+pub const MIN_BAUD: u32 = 9_600;
+/// The highest rate the ESP8266 core offers for uploads (boards.txt, nodemcuv2.menu.baud).
+pub const MAX_BAUD: u32 = 3_000_000;
 
 /// A relay image, checked before any board is touched.
 #[derive(Clone, Debug)]
@@ -76,6 +92,8 @@ pub enum Flashed {
     Written {
         bytes: usize,
         elapsed: Duration,
+        /// The rate the image went over.
+        baud: u32,
         /// What the loader reported: chip, crystal, flash size, MAC.
         chip: String,
     },
@@ -91,9 +109,10 @@ impl Flashed {
             Flashed::Written {
                 bytes,
                 elapsed,
+                baud,
                 chip,
             } => format!(
-                "wrote {bytes} bytes in {:.2} s ({:.1} KiB/s) to {chip}",
+                "wrote {bytes} bytes in {:.2} s ({:.1} KiB/s) at {baud} baud to {chip}",
                 elapsed.as_secs_f64(),
                 *bytes as f64 / 1024.0 / elapsed.as_secs_f64().max(1e-9)
             ),
@@ -146,16 +165,19 @@ impl<P: Progress> ProgressCallbacks for Callbacks<P> {
     }
 }
 
-/// Flashes `image` unless the board already runs its build (or `force`), then makes the board
-/// ready ([`Board::ready`]): its banner must show the new build id. A skipped board is only
-/// identified; call `ready` before using it. `retry` is the command that flashes this board
-/// again, for the half-flashed report.
+/// Flashes `image` at `baud` unless the board already runs its build (or `force`), then makes
+/// the board ready ([`Board::ready`]): its banner must show the new build id. A loader that
+/// does not answer at `baud`, or a write that breaks off there, is tried again from the start at
+/// [`FALLBACK_BAUD`], with a warning. A skipped board is only identified; call `ready` before
+/// using it. `retry` is the command that flashes this board again, for the half-flashed report.
+#[allow(clippy::too_many_arguments)]
 pub async fn flash(
     board: &mut Board,
     image: &Image,
     force: bool,
+    baud: u32,
     banner_timeout: Duration,
-    progress: impl Progress,
+    mut progress: impl Progress,
     retry: &str,
 ) -> Result<Flashed> {
     if !force {
@@ -168,22 +190,40 @@ pub async fn flash(
         }
     }
     let path = board.serial.path.clone();
-    let port = board.serial.port_for_flashing()?;
-    let bytes = image.bytes.clone();
-    let written = Arc::new(AtomicUsize::new(0));
-    let mut callbacks = Callbacks {
-        progress,
-        written: written.clone(),
+    let uart_baud = board.profile.uart.baud;
+    let mut rate = baud;
+    // A write that broke off at the first rate: its blocks, and why.
+    let mut broke_off: Option<(usize, String)> = None;
+    let (outcome, mut written, elapsed) = loop {
+        let (outcome, written, elapsed, p) = attempt(board, image, rate, progress).await?;
+        progress = p;
+        if rate == FALLBACK_BAUD {
+            break (outcome, written, elapsed);
+        }
+        match &outcome {
+            Err(Failure::Midway(why)) => broke_off = Some((written, why.clone())),
+            Err(Failure::Untouched(_)) => {}
+            _ => break (outcome, written, elapsed),
+        }
+        if let Err(Failure::Untouched(why) | Failure::Midway(why)) = &outcome {
+            tracing::warn!(
+                "flashing at {rate} baud failed ({why}); trying again at {FALLBACK_BAUD} baud"
+            );
+        }
+        rate = FALLBACK_BAUD;
     };
-    let start = Instant::now();
-    let outcome = tokio::task::spawn_blocking(move || write(port, &bytes, &mut callbacks))
-        .await
-        .map_err(|e| HilError::Loader {
-            path: path.clone(),
-            reason: format!("the flashing thread failed: {e}"),
-        })?;
-    let elapsed = start.elapsed();
-    board.serial.reclaim()?;
+    // The relay talks at its own rate.
+    board.serial.set_baud(uart_baud)?;
+    // A retry that never reached the loader leaves the flash as the broken write left it.
+    let outcome = match (outcome, broke_off) {
+        (Err(Failure::Untouched(again)), Some((blocks, why))) => {
+            written = blocks;
+            Err(Failure::Midway(format!(
+                "{why}; at {FALLBACK_BAUD} baud: {again}"
+            )))
+        }
+        (outcome, _) => outcome,
+    };
     let chip = match outcome {
         Ok(chip) => chip,
         Err(Failure::Untouched(reason)) => return Err(HilError::Loader { path, reason }),
@@ -201,7 +241,7 @@ pub async fn flash(
         Err(Failure::Midway(reason) | Failure::Refused(reason)) => {
             return Err(HilError::HalfFlashed {
                 path,
-                blocks: written.load(Ordering::Relaxed),
+                blocks: written,
                 total: image.bytes.len().div_ceil(BLOCK),
                 reason,
                 retry: retry.to_owned(),
@@ -218,8 +258,44 @@ pub async fn flash(
     Ok(Flashed::Written {
         bytes: image.bytes.len(),
         elapsed,
+        baud: rate,
         chip,
     })
+}
+
+/// One try at `baud`: the outcome, the blocks written, and how long it took.
+async fn attempt<P: Progress>(
+    board: &mut Board,
+    image: &Image,
+    baud: u32,
+    progress: P,
+) -> Result<(std::result::Result<String, Failure>, usize, Duration, P)> {
+    let path = board.serial.path.clone();
+    let port = board.serial.port_for_flashing()?;
+    let bytes = image.bytes.clone();
+    let written = Arc::new(AtomicUsize::new(0));
+    let mut callbacks = Callbacks {
+        progress,
+        written: written.clone(),
+    };
+    let start = Instant::now();
+    let (outcome, callbacks) = tokio::task::spawn_blocking(move || {
+        let outcome = write(port, baud, &bytes, &mut callbacks);
+        (outcome, callbacks)
+    })
+    .await
+    .map_err(|e| HilError::Loader {
+        path: path.clone(),
+        reason: format!("the flashing thread failed: {e}"),
+    })?;
+    let elapsed = start.elapsed();
+    board.serial.reclaim()?;
+    Ok((
+        outcome,
+        written.load(Ordering::Relaxed),
+        elapsed,
+        callbacks.progress,
+    ))
 }
 
 /// The ROM loader's block size on the ESP8266.
@@ -250,10 +326,13 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 fn write(
-    port: Box<dyn serialport::SerialPort>,
+    mut port: Box<dyn serialport::SerialPort>,
+    baud: u32,
     bytes: &[u8],
     callbacks: &mut dyn ProgressCallbacks,
 ) -> std::result::Result<String, Failure> {
+    port.set_baud_rate(baud)
+        .map_err(|e| Failure::Untouched(format!("cannot set the port to {baud} baud: {e}")))?;
     // A CP2102's ids: anything but the USB-JTAG bridge gets the classic auto-reset sequence.
     let usb = UsbPortInfo {
         vid: 0x10c4,
@@ -264,8 +343,12 @@ fn write(
     };
     let interface = Interface { serial_port: port };
     // The ESP8266's ROM has no flasher stub to load in espflash 2.1: write through the ROM.
-    let mut flasher = Flasher::connect(interface, usb, None, false)
-        .map_err(|e| Failure::Untouched(format!("the ROM loader did not answer: {}", chain(&e))))?;
+    let mut flasher = Flasher::connect(interface, usb, None, false).map_err(|e| {
+        Failure::Untouched(format!(
+            "the ROM loader did not answer at {baud} baud: {}",
+            chain(&e)
+        ))
+    })?;
     if flasher.chip() != Chip::Esp8266 {
         return Err(Failure::WrongChip(flasher.chip().to_string()));
     }

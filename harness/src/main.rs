@@ -99,6 +99,11 @@ struct FirmwareArgs {
     force: bool,
 }
 
+/// `--baud` (flash) and `--flash-baud` (run): one help text and one variable for both.
+const FLASH_BAUD_HELP: &str = "Serial rate for flashing, from 9600 to 3000000: the ROM loader \
+takes its rate from the host's SYNC; if it does not answer, the flash falls back to 115200 \
+with a warning";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the scenarios and print a table; write transcripts, the serial log and JUnit XML.
@@ -112,6 +117,16 @@ enum Command {
         /// Run only this scenario (repeatable). `relay-hil scenarios` lists them.
         #[arg(long, value_name = "NAME")]
         only: Vec<String>,
+
+        #[arg(
+            long,
+            env = "RELAY_HIL_FLASH_BAUD",
+            value_name = "BAUD",
+            default_value_t = flash::DEFAULT_BAUD,
+            value_parser = flash_baud,
+            help = FLASH_BAUD_HELP
+        )]
+        flash_baud: u32,
 
         /// Also write the JUnit XML report here.
         #[arg(long, value_name = "PATH")]
@@ -153,6 +168,16 @@ enum Command {
 
         #[command(flatten)]
         firmware: FirmwareArgs,
+
+        #[arg(
+            long,
+            env = "RELAY_HIL_FLASH_BAUD",
+            value_name = "BAUD",
+            default_value_t = flash::DEFAULT_BAUD,
+            value_parser = flash_baud,
+            help = FLASH_BAUD_HELP
+        )]
+        baud: u32,
     },
     /// Write a relay image for the virtual board: a firmware file in the ESP8266 Arduino core's
     /// layout (a bootloader's image at 0x0, the application at 0x1000, elf2bin's CRC) that
@@ -232,14 +257,18 @@ impl BoardArgs {
     }
 
     /// Opens the board, first flashing `firmware` if one is given; prints what the flash did.
-    async fn open_flashed(&self, firmware: &FirmwareArgs) -> Result<Board, HilError> {
+    async fn open_flashed(&self, firmware: &FirmwareArgs, baud: u32) -> Result<Board, HilError> {
         let Some(path) = &firmware.firmware else {
             return self.open().await;
         };
         // Checked before anything is opened: a bad image never reaches the board.
         let image = Image::load(path)?;
         let (target, mut opts) = self.resolve()?;
-        let mut retry = format!("relay-hil flash --force --firmware {}", path.display());
+        let mut retry = format!(
+            "relay-hil flash --force --baud {} --firmware {}",
+            flash::FALLBACK_BAUD,
+            path.display()
+        );
         match &target {
             Target::Virtual { .. } => {
                 virtual_board::board::check_flash_file(&self.flash_file).map_err(|e| {
@@ -284,6 +313,7 @@ impl BoardArgs {
             &mut board,
             &image,
             firmware.force,
+            baud,
             opts.banner_timeout,
             bar,
             &retry,
@@ -349,16 +379,21 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::Run {
             board,
             firmware,
+            flash_baud,
             only,
             junit,
             out,
-        } => run(board, firmware, only, junit, out).await,
-        Command::Flash { board, firmware } => {
+        } => run(board, firmware, flash_baud, only, junit, out).await,
+        Command::Flash {
+            board,
+            firmware,
+            baud,
+        } => {
             if firmware.firmware.is_none() {
                 eprintln!("relay-hil: flash needs --firmware PATH");
                 return ExitCode::from(2);
             }
-            match board.open_flashed(&firmware).await {
+            match board.open_flashed(&firmware, baud).await {
                 Ok(b) => {
                     let build = b.banner.as_ref().map_or("unknown", |x| x.build.as_str());
                     println!("board: {} runs build {build}", b.serial.path.display());
@@ -387,6 +422,18 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::Boards => boards(),
         Command::Monitor { board } => monitor(board).await,
         Command::VirtualBoard { .. } => unreachable!("handled before the runtime starts"),
+    }
+}
+
+/// `--baud`, `--flash-baud`: rates a USB-serial bridge and the ROM's autobaud can meet.
+fn flash_baud(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(b) if (flash::MIN_BAUD..=flash::MAX_BAUD).contains(&b) => Ok(b),
+        _ => Err(format!(
+            "must be a baud rate from {} to {}",
+            flash::MIN_BAUD,
+            flash::MAX_BAUD
+        )),
     }
 }
 
@@ -470,6 +517,7 @@ fn image(build_id: Option<String>, out: &std::path::Path, size: usize) -> ExitCo
 async fn run(
     args: BoardArgs,
     firmware: FirmwareArgs,
+    flash_baud: u32,
     only: Vec<String>,
     junit: Option<PathBuf>,
     out: Option<PathBuf>,
@@ -493,7 +541,7 @@ async fn run(
     }
     // The run's name is when it started; its folder is claimed once there are results.
     let stamp = run_id();
-    let mut board = match args.open_flashed(&firmware).await {
+    let mut board = match args.open_flashed(&firmware, flash_baud).await {
         Ok(b) => b,
         Err(e) => return fail(&e),
     };

@@ -334,6 +334,14 @@ impl Serial {
         &self.log
     }
 
+    /// Sets the port's rate (the board's UART must run at it to be read).
+    pub fn set_baud(&mut self, baud: u32) -> Result<()> {
+        self.port.set_baud_rate(baud).map_err(|e| HilError::PortIo {
+            path: self.path.clone(),
+            source: std::io::Error::other(format!("cannot set the port to {baud} baud: {e}")),
+        })
+    }
+
     /// A second handle on the port for a flasher, which takes it over until [`Serial::reclaim`].
     pub fn port_for_flashing(&mut self) -> Result<Box<dyn SerialPort>> {
         self.pending.clear();

@@ -318,6 +318,7 @@ async fn a_board_cut_off_mid_flash_is_reported_half_flashed_and_the_next_flash_w
         &mut board,
         &image,
         true,
+        flash::DEFAULT_BAUD,
         opts.banner_timeout,
         CutPower { control, after: 5 },
         "relay-hil flash --force …",
@@ -342,9 +343,17 @@ async fn a_board_cut_off_mid_flash_is_reported_half_flashed_and_the_next_flash_w
         VirtualPort::command(control, "power 1").unwrap(),
         "ok halted\n"
     );
-    let done = flash::flash(&mut board, &image, false, opts.banner_timeout, (), "")
-        .await
-        .unwrap();
+    let done = flash::flash(
+        &mut board,
+        &image,
+        false,
+        flash::DEFAULT_BAUD,
+        opts.banner_timeout,
+        (),
+        "",
+    )
+    .await
+    .unwrap();
     assert!(
         matches!(done, Flashed::Written { bytes, .. } if bytes == len),
         "{done:?}"
@@ -365,9 +374,17 @@ async fn a_virtual_board_without_a_flash_file_refuses_and_the_hint_names_flash_f
         .unwrap();
     assert!(opts.virtual_args.is_empty(), "no --flash for the board");
     let mut board = Board::attach(&target, &opts).await.unwrap();
-    let err = flash::flash(&mut board, &image, true, opts.banner_timeout, (), "")
-        .await
-        .unwrap_err();
+    let err = flash::flash(
+        &mut board,
+        &image,
+        true,
+        flash::DEFAULT_BAUD,
+        opts.banner_timeout,
+        (),
+        "",
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, HilError::FlashRefused { .. }),
         "not reported as refused: {err}"
