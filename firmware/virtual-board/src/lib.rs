@@ -9,6 +9,7 @@ pub mod cli;
 pub mod control;
 pub mod pace;
 pub mod pty;
+pub mod rfc2217;
 pub mod rom;
 pub mod stub;
 
