@@ -1390,6 +1390,173 @@ fn malformed_and_flooding_rfc2217_clients_are_held_in_bounded_memory() {
     assert_eq!(c.ask(SET_CONTROL, &[RTS_REQUEST]), [RTS_OFF]);
 }
 
+/// rfc2217://ADDRESS for esptool and pyserial: no options.
+fn rfc2217_url(vb: &Vb) -> String {
+    format!("rfc2217://{}", vb.ready.rfc2217)
+}
+
+/// Runs esptool against the board's RFC 2217 port, with no options in the URL and none of
+/// esptool's own options but `args`.
+fn esptool_rfc2217(vb: &Vb, args: &[&str]) -> std::process::Output {
+    let mut esptool = std::process::Command::new(esptool_path());
+    esptool
+        .args(["--chip", "esp8266", "--port", &rfc2217_url(vb)])
+        .args(args);
+    support::output_within(esptool, TOOL_CEILING)
+}
+
+/// A ceiling for one esptool or pyserial run over RFC 2217, which pyserial's waits for
+/// answers make slow: a flash takes about 15 s.
+const TOOL_CEILING: Duration = Duration::from_secs(180);
+
+/// pyserial, as esptool's venv installs it, runs `script` with the port's URL as argv[1].
+fn pyserial(vb: &Vb, script: &str) -> String {
+    let mut python = std::process::Command::new(esptool_path().with_file_name("python"));
+    python.args(["-c", script, &rfc2217_url(vb)]);
+    let out = support::output_within(python, TOOL_CEILING);
+    let text = printed(&out);
+    assert!(out.status.success(), "pyserial script failed:\n{text}");
+    text
+}
+
+/// esptool writes the flash over rfc2217:// with no URL options: pyserial waits for an answer
+/// to every SET-CONTROL (serial/rfc2217.py:878-888), and the board gives one, so
+/// `?ign_set_control` is not needed. The board is put in its loader first (`--before
+/// no_reset`): over RFC 2217 esptool's reset cannot do it (the next test). Its `--after
+/// hard_reset` pulses RTS (esptool/reset.py:155-165) while DTR is asserted, as pyserial asserts
+/// both on open (serial/serialutil.py:216-217, serial/rfc2217.py:489-492), and on the NodeMCU's
+/// circuit that moves nothing: the board stays in the stub. A pyserial client that opens the port with DTR and
+/// RTS off then pulses RTS, which resets the board, and reads the banner of what was written
+/// over the same connection.
+#[rstest]
+fn esptool_writes_over_rfc2217_and_a_pyserial_rts_pulse_boots_it() {
+    let path = flash_path("rfc2217");
+    let (image_file, image) = image_file(&path, "rfc2217w1");
+    let mut vb = provisioned_board(&path, "before01");
+    enter_loader(&mut vb);
+    let out = esptool_rfc2217(
+        &vb,
+        &[
+            "--before",
+            "no_reset",
+            "write_flash",
+            "0x0",
+            image_file.to_str().unwrap(),
+        ],
+    );
+    let log = printed(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("Stub running..."), "{log}");
+    assert!(
+        log.contains(&format!("Wrote {} bytes (", image.len())),
+        "compressed: {log}"
+    );
+    assert!(log.contains("Hash of data verified."), "{log}");
+    assert!(log.contains("Hard resetting via RTS pin..."), "{log}");
+    assert_eq!(&std::fs::read(&path).unwrap()[..image.len()], &image[..]);
+    // DTR is still asserted: setting it again changes nothing, and names the chip's state.
+    assert_eq!(
+        vb.control("dtr 1"),
+        "ok stub\n",
+        "RTS moved with DTR asserted: no reset"
+    );
+
+    let printed = pyserial(
+        &vb,
+        r#"
+import sys, serial
+port = serial.serial_for_url(sys.argv[1], 115200, do_not_open=True, timeout=20)
+port.dtr = False  # GPIO0 high: the ROM boots the flash
+port.rts = False
+port.open()
+port.rts = True   # EN low
+port.rts = False  # EN high
+while True:
+    line = port.readline()
+    sys.stdout.write(line.decode("latin-1"))
+    if not line or line.startswith(b"relay ready "):
+        break
+"#,
+    );
+    assert!(
+        printed.contains("rst cause:2, boot mode:(3,6)"),
+        "{printed}"
+    );
+    let banner = printed.lines().find(|l| l.starts_with("relay ready "));
+    assert!(
+        banner.is_some_and(|b| b.contains(" build=rfc2217w1 ")),
+        "{printed}"
+    );
+    assert!(
+        vb.uart_line_starting("relay ready ")
+            .contains(" build=rfc2217w1 "),
+        "the pseudo-terminal has the banner too"
+    );
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&image_file).unwrap();
+}
+
+/// esptool's default reset over RFC 2217 cannot enter the ROM loader of a NodeMCU. Over an
+/// rfc2217:// port esptool uses ClassicReset (esptool/loader.py:684-695), which asserts DTR,
+/// then releases RTS (esptool/reset.py:101-102); pyserial waits for the answer to each
+/// SET-CONTROL, polling every 50 ms (serial/rfc2217.py:350-362, 878-888), so both lines stay
+/// asserted for at least 50 ms with EN high and GPIO0 high, and the ROM samples GPIO0 sooner
+/// (25 ms here, about a millisecond on the board) and boots the flash. A real NodeMCU behind
+/// any RFC 2217 server that applies the lines as they come does the same
+/// (espressif/esptool#383); esptool's esp_rfc2217_server replays the reset on the server's
+/// side for this reason. One connect attempt shows it; esptool's default seven repeat it.
+#[rstest]
+fn esptool_default_reset_over_rfc2217_boots_the_flash_not_the_loader() {
+    let path = flash_path("rfc2217-reset");
+    let mut vb = provisioned_board(&path, "before01");
+    let out = esptool_rfc2217(&vb, &["--connect-attempts", "1", "read_mac"]);
+    let log = printed(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("Failed to connect to ESP8266"), "{log}");
+    let rom = vb.uart_line_starting(" ets ");
+    assert!(rom.contains("rst cause:2, boot mode:(3,6)"), "{rom}");
+    assert_eq!(vb.uart_line_starting("relay ready "), vb.banner);
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A faster rate over RFC 2217: esptool's stub takes CHANGE_BAUDRATE, then pyserial's
+/// SET-BAUDRATE moves the line, and the UART follows both. The read comes back whole while
+/// nobody reads the pseudo-terminal: while a client holds the line the wire waits for it, and
+/// the pseudo-terminal, a copy, loses what it cannot hold (a few KiB).
+#[rstest]
+fn esptool_reads_the_flash_over_rfc2217_at_a_faster_rate_with_the_pty_unread() {
+    let path = flash_path("rfc2217-read");
+    let mut vb = provisioned_board(&path, "before01");
+    enter_loader(&mut vb);
+    let read_file = path.with_extension("read");
+    let out = esptool_rfc2217(
+        &vb,
+        &[
+            "--before",
+            "no_reset",
+            "--after",
+            "no_reset_stub",
+            "--baud",
+            "921600",
+            "read_flash",
+            "0x0",
+            "0x40000",
+            read_file.to_str().unwrap(),
+        ],
+    );
+    let log = printed(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("Changing baud rate to 921600"), "{log}");
+    assert_eq!(vb.control("baud"), "ok 921600\n");
+    let flash = std::fs::read(&path).unwrap();
+    assert_eq!(std::fs::read(&read_file).unwrap(), &flash[..0x40000]);
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&read_file).unwrap();
+}
+
 /// One ROM-loader request, SLIP-framed, as a flasher sends it.
 fn rom_request(cmd: u8, data: &[u8], checksum: u32) -> Vec<u8> {
     let mut f = vec![0x00, cmd];
