@@ -15,6 +15,7 @@ use relay_core::provision::{self, Wifi};
 use tokio::io::unix::AsyncFd;
 
 use crate::pace::Pacer;
+use crate::rfc2217;
 use crate::rom::{self, After, Loader};
 
 /// The board's flash file, written block by block as a flasher sends it.
@@ -179,6 +180,8 @@ pub struct Board {
     exe: Option<(String, Executable)>,
     process: Option<Process>,
     build: Option<String>,
+    /// The RFC 2217 client that holds the serial line, if one is connected.
+    rfc: Option<rfc2217::Port>,
 }
 
 impl Board {
@@ -220,6 +223,7 @@ impl Board {
             exe: None,
             process: None,
             build: None,
+            rfc: None,
         };
         board.boot(1);
         Ok(board)
@@ -439,6 +443,16 @@ impl Board {
         text
     }
 
+    /// Whether an RFC 2217 client holds the serial line.
+    pub fn has_client(&self) -> bool {
+        self.rfc.is_some()
+    }
+
+    /// An RFC 2217 client connects: until it leaves, it is the board's serial line.
+    pub fn attach(&mut self, port: rfc2217::Port) {
+        self.rfc = Some(port);
+    }
+
     /// Moves every byte that can move without waiting. Returns when nothing more can.
     pub fn pump(&mut self) {
         if self.boot_at.is_some_and(|t| Instant::now() >= t) {
@@ -446,8 +460,11 @@ impl Board {
         }
         self.watch_firmware();
         for _ in 0..PASSES {
-            let progress =
-                self.read_uart() | self.feed_firmware() | self.drain_firmware() | self.write_uart();
+            let progress = self.read_uart()
+                | self.feed_firmware()
+                | self.drain_firmware()
+                | self.write_uart()
+                | self.serve_rfc();
             if !progress {
                 self.busy = false;
                 return;
@@ -471,7 +488,9 @@ impl Board {
 
     fn read_uart(&mut self) -> bool {
         let now = Instant::now();
-        if self.rx_idle {
+        // An RFC 2217 client's bytes cross the wire before the pseudo-terminal's.
+        let net = self.rfc.as_ref().is_some_and(|p| p.rx_waiting());
+        if self.rx_idle && !net {
             if !self.uart_readable.replace(false) {
                 return false;
             }
@@ -495,6 +514,15 @@ impl Board {
         if n == 0 {
             return false;
         }
+        if let Some(port) = self.rfc.as_mut().filter(|_| net) {
+            let got = port.take_rx(&mut self.uart_buf[..n]);
+            if let Some(p) = self.rx_pace.as_mut() {
+                p.spend(got);
+                self.rx_starved = got == n;
+            }
+            self.receive(got);
+            return true;
+        }
         match nix::unistd::read(self.uart.get_ref(), &mut self.uart_buf[..n]) {
             Ok(0) | Err(nix::errno::Errno::EAGAIN) => {
                 self.rx_idle = true;
@@ -507,45 +535,50 @@ impl Board {
                 }
                 // Fewer bytes than asked for: the UART is drained, and idle until it signals.
                 self.rx_idle = got < n;
-                match self.chip {
-                    Chip::Running => {
-                        if let Some(p) = self.process.as_mut() {
-                            p.to_chip.extend(&self.uart_buf[..got]);
-                        }
-                    }
-                    Chip::Loader => {
-                        let mut file = self.flash_path.as_ref().map(|_| FileFlash(&self.flash));
-                        let flash = file.as_mut().map(|f| f as &mut dyn rom::Flash);
-                        let (reply, after) = self.loader.input(&self.uart_buf[..got], flash);
-                        self.rom_push(&reply);
-                        if let Some(baud) = self.loader.take_baud() {
-                            self.baud_after = Some((self.tx.len(), baud));
-                        }
-                        match after {
-                            After::Stay => {}
-                            // The ROM jumps from its loader to the firmware in flash.
-                            After::Run => self.boot_from_flash(),
-                            // A software reset keeps the boot mode latched at the last
-                            // hardware reset: the chip comes back into its loader, as
-                            // esp8266/Arduino#1722 shows ("rst cause:2, boot mode:(1,7)").
-                            After::Reboot => {
-                                let reply = std::mem::take(&mut self.tx);
-                                self.hold();
-                                self.tx = reply;
-                                self.rom_bytes = self.tx.len();
-                                self.enter_loader(2);
-                            }
-                        }
-                    }
-                    // Held in reset, or halted: nothing reads the UART.
-                    _ => {}
-                }
+                self.receive(got);
                 true
             }
             Err(e) => {
                 tracing::warn!("uart read: {e}");
                 false
             }
+        }
+    }
+
+    /// The first `got` bytes of `uart_buf` have crossed the wire: whatever runs takes them.
+    fn receive(&mut self, got: usize) {
+        match self.chip {
+            Chip::Running => {
+                if let Some(p) = self.process.as_mut() {
+                    p.to_chip.extend(&self.uart_buf[..got]);
+                }
+            }
+            Chip::Loader => {
+                let mut file = self.flash_path.as_ref().map(|_| FileFlash(&self.flash));
+                let flash = file.as_mut().map(|f| f as &mut dyn rom::Flash);
+                let (reply, after) = self.loader.input(&self.uart_buf[..got], flash);
+                self.rom_push(&reply);
+                if let Some(baud) = self.loader.take_baud() {
+                    self.baud_after = Some((self.tx.len(), baud));
+                }
+                match after {
+                    After::Stay => {}
+                    // The ROM jumps from its loader to the firmware in flash.
+                    After::Run => self.boot_from_flash(),
+                    // A software reset keeps the boot mode latched at the last
+                    // hardware reset: the chip comes back into its loader, as
+                    // esp8266/Arduino#1722 shows ("rst cause:2, boot mode:(1,7)").
+                    After::Reboot => {
+                        let reply = std::mem::take(&mut self.tx);
+                        self.hold();
+                        self.tx = reply;
+                        self.rom_bytes = self.tx.len();
+                        self.enter_loader(2);
+                    }
+                }
+            }
+            // Held in reset, or halted: nothing reads the UART.
+            _ => {}
         }
     }
 
@@ -601,12 +634,30 @@ impl Board {
                 .tx_pace
                 .as_mut()
                 .map_or(usize::MAX, |p| p.available(Instant::now()));
+            // While an RFC 2217 client holds the line, the wire waits for it as it waits for
+            // the pseudo-terminal otherwise.
+            let room = self.rfc.as_ref().map_or(usize::MAX, |p| p.uart_room());
             let chunk = self.tx.make_contiguous();
-            let chunk = &chunk[..chunk.len().min(budget)];
+            let chunk = &chunk[..chunk.len().min(budget).min(room)];
             if chunk.is_empty() {
                 break;
             }
-            match nix::unistd::write(self.uart.get_ref(), chunk) {
+            let written = match (
+                nix::unistd::write(self.uart.get_ref(), chunk),
+                &mut self.rfc,
+            ) {
+                // The client is the line, and the pseudo-terminal a copy of it: one that nobody
+                // reads loses what it cannot take, as a USB-serial adapter's port does.
+                (Err(nix::errno::Errno::EAGAIN), Some(port)) => {
+                    port.pty_dropped += chunk.len() as u64;
+                    Ok(chunk.len())
+                }
+                (other, _) => other,
+            };
+            if let (Ok(n), Some(port)) = (written, self.rfc.as_mut()) {
+                port.uart_output(&chunk[..n]);
+            }
+            match written {
                 Ok(n) => {
                     if let Some(p) = self.tx_pace.as_mut() {
                         p.spend(n);
@@ -671,6 +722,11 @@ impl Board {
                 g.clear_ready();
                 ready = true;
             }
+            if let Some(port) = &self.rfc
+                && port.poll_ready(cx)
+            {
+                ready = true;
+            }
             if let Some(p) = &self.process {
                 if let Poll::Ready(Ok(mut g)) = p.link.poll_read_ready(cx) {
                     g.clear_ready();
@@ -690,6 +746,60 @@ impl Board {
             }
         })
         .await
+    }
+}
+
+impl Board {
+    /// Serves the RFC 2217 client, if one is connected; lets it go once it has gone.
+    fn serve_rfc(&mut self) -> bool {
+        let Some(mut port) = self.rfc.take() else {
+            return false;
+        };
+        let was_waiting = port.rx_waiting();
+        let progress = port.serve(self);
+        // Bytes arriving on an idle wire start crossing now, with no idle credit.
+        if !was_waiting
+            && port.rx_waiting()
+            && self.rx_idle
+            && let Some(p) = self.rx_pace.as_mut()
+        {
+            p.idle(Instant::now());
+        }
+        if port.finished() {
+            tracing::info!("RFC 2217 client {} left the serial line", port.peer());
+            if port.pty_dropped > 0 {
+                tracing::info!(
+                    "meanwhile nobody read the pseudo-terminal: it missed {} bytes of output",
+                    port.pty_dropped
+                );
+            }
+        } else {
+            self.rfc = Some(port);
+        }
+        progress
+    }
+}
+
+/// An RFC 2217 client moves the adapter's modem lines as the control socket does, and sets
+/// the UART's rate as a flasher's CHANGE_BAUDRATE does: until the next reset.
+impl rfc2217::Line for Board {
+    fn dtr(&self) -> bool {
+        self.lines.dtr
+    }
+    fn rts(&self) -> bool {
+        self.lines.rts
+    }
+    fn set_dtr(&mut self, dtr: bool) {
+        self.set_lines(Lines { dtr, ..self.lines });
+    }
+    fn set_rts(&mut self, rts: bool) {
+        self.set_lines(Lines { rts, ..self.lines });
+    }
+    fn baud(&self) -> u32 {
+        self.baud
+    }
+    fn set_baud(&mut self, baud: u32) {
+        Board::set_baud(self, baud);
     }
 }
 

@@ -29,6 +29,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 0)]
     control_port: u16,
 
+    /// The serial port over RFC 2217 (telnet COM-PORT-OPTION) on 127.0.0.1: data, baud rate,
+    /// DTR and RTS, for esptool's and pyserial's rfc2217:// ports; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    rfc2217_port: u16,
+
     /// Pace the UART at the baud rate, both ways, as a real 8N1 line is
     /// [default: the profile's uart.pace].
     #[arg(long, conflicts_with = "no_pace")]
@@ -154,6 +159,7 @@ where
         ip: cli.ip.unwrap_or_else(crate::default_ip),
         rtt: std::time::Duration::from_millis(cli.rtt_ms),
         control_port: cli.control_port,
+        rfc2217_port: cli.rfc2217_port,
         link: cli.link,
         flash: cli.flash,
         parent,

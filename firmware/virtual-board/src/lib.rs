@@ -9,6 +9,7 @@ pub mod cli;
 pub mod control;
 pub mod pace;
 pub mod pty;
+pub mod rfc2217;
 pub mod rom;
 pub mod stub;
 pub mod wire;
@@ -43,6 +44,8 @@ pub struct Ready {
     pub status: Option<SocketAddr>,
     /// The control socket's address (reset lines, power, counters).
     pub control: SocketAddr,
+    /// The serial port over RFC 2217 (telnet COM-PORT-OPTION): data and modem lines.
+    pub rfc2217: SocketAddr,
     pub profile: String,
     /// The PlatformIO environment whose build runs.
     pub env: String,
@@ -59,6 +62,8 @@ pub struct Options {
     /// The board's address; its ports are the firmware's own.
     pub ip: Ipv4Addr,
     pub control_port: u16,
+    /// The RFC 2217 port on 127.0.0.1; 0 picks a free one.
+    pub rfc2217_port: u16,
     pub pace: bool,
     pub baud: u32,
     /// The WiFi round trip the firmware's TCP stack waits for acknowledgements.
@@ -183,6 +188,7 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
     };
     let pty = pty::Pty::open(opts.link.as_deref()).context("cannot open a pseudo-terminal")?;
     let control = bind(Ipv4Addr::LOCALHOST, opts.control_port, "control socket").await?;
+    let rfc2217 = bind(Ipv4Addr::LOCALHOST, opts.rfc2217_port, "RFC 2217 port").await?;
     let port = define_u16(program, "RELAY_PORT");
     let status_port = define_u16(program, "RELAY_STATUS_PORT");
     let firmware = Firmware {
@@ -212,6 +218,7 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
         tcp: SocketAddr::from((opts.ip, port)),
         status: (status_port != 0).then(|| SocketAddr::from((opts.ip, status_port))),
         control: control.local_addr()?,
+        rfc2217: rfc2217.local_addr()?,
         profile: opts.profile.name.clone(),
         env: program.env.to_owned(),
         build: board.build_id().map(str::to_owned),
@@ -222,6 +229,7 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
     println!("{}", serde_json::to_string(&ready)?);
     tracing::info!(serial = %pty.path.display(), tcp = %ready.tcp, "board ready");
 
+    let refusals = std::sync::Arc::new(tokio::sync::Semaphore::new(rfc2217::LINGERING));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -260,6 +268,15 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
                 };
                 let _ = req.reply.send(reply);
             }
+            accepted = rfc2217.accept() => match accepted {
+                // One client at a time holds the serial line; the next is told so.
+                Ok((stream, peer)) if board.has_client() => {
+                    let linger = refusals.clone().try_acquire_owned().ok();
+                    tokio::spawn(rfc2217::refuse(stream, peer, linger));
+                }
+                Ok((stream, peer)) => board.attach(rfc2217::Port::new(stream, peer)),
+                Err(e) => tracing::warn!("RFC 2217 port: accept failed: {e}"),
+            },
             _ = board.ready() => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }

@@ -1109,6 +1109,476 @@ fn esptool_defaults_write_the_flash_but_cannot_hard_reset_a_pty() {
     std::fs::remove_file(&image_file).unwrap();
 }
 
+/// A client of the board's RFC 2217 port that speaks the protocol by hand, to send what
+/// pyserial never would.
+struct Rfc {
+    s: std::net::TcpStream,
+    raw: Vec<u8>,
+}
+
+/// What the board has sent on its RFC 2217 port so far, the Telnet undone.
+#[derive(Debug, Default)]
+struct Heard {
+    data: Vec<u8>,
+    /// Each subnegotiation, IAC SB and IAC SE left off: `[44, code, value...]`.
+    subs: Vec<Vec<u8>>,
+    /// Each DO, DONT, WILL or WONT, with its option.
+    verbs: Vec<[u8; 2]>,
+}
+
+fn hear(raw: &[u8]) -> Heard {
+    use virtual_board::rfc2217::{DO, DONT, IAC, SB, SE, WILL, WONT};
+    let mut h = Heard::default();
+    let mut sub: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i < raw.len() {
+        let (b, next) = (raw[i], raw.get(i + 1).copied());
+        let byte = match (b, next) {
+            (IAC, None) => break,
+            (IAC, Some(IAC)) => 0xff,
+            (IAC, Some(SB)) => {
+                sub = Some(Vec::new());
+                i += 2;
+                continue;
+            }
+            (IAC, Some(SE)) => {
+                h.subs.push(sub.take().unwrap_or_default());
+                i += 2;
+                continue;
+            }
+            (IAC, Some(v @ (WILL | WONT | DO | DONT))) => {
+                let Some(&opt) = raw.get(i + 2) else { break };
+                h.verbs.push([v, opt]);
+                i += 3;
+                continue;
+            }
+            (IAC, Some(_)) => {
+                i += 2;
+                continue;
+            }
+            (b, _) => b,
+        };
+        i += if b == IAC { 2 } else { 1 };
+        match sub.as_mut() {
+            Some(s) => s.push(byte),
+            None => h.data.push(byte),
+        }
+    }
+    h
+}
+
+/// IAC SB COM-PORT-OPTION `command` `value` IAC SE, IAC doubled in the value.
+fn com_port(command: u8, value: &[u8]) -> Vec<u8> {
+    use virtual_board::rfc2217::{COM_PORT_OPTION, IAC, SB, SE};
+    let mut v = vec![IAC, SB, COM_PORT_OPTION, command];
+    for &b in value {
+        v.push(b);
+        if b == IAC {
+            v.push(IAC);
+        }
+    }
+    v.extend([IAC, SE]);
+    v
+}
+
+impl Rfc {
+    fn connect(vb: &Vb) -> Rfc {
+        let s = std::net::TcpStream::connect(vb.ready.rfc2217).unwrap();
+        s.set_nodelay(true).unwrap();
+        Rfc { s, raw: Vec::new() }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).unwrap();
+    }
+
+    /// Reads until what was heard satisfies `done`, and returns it.
+    fn hear_until(&mut self, what: &str, done: impl Fn(&Heard) -> bool) -> Heard {
+        let ok = support::read_until(&mut self.s, &mut self.raw, |raw| done(&hear(raw)));
+        let heard = hear(&self.raw);
+        assert!(ok, "never heard {what}: {heard:?}");
+        heard
+    }
+
+    /// Agrees COM-PORT-OPTION both ways, as pyserial's client asks.
+    fn agree(&mut self) {
+        use virtual_board::rfc2217::{COM_PORT_OPTION as COM, DO, IAC, WILL};
+        self.send(&[IAC, WILL, COM, IAC, DO, COM]);
+        self.hear_until("COM-PORT-OPTION agreed", |h| {
+            h.verbs.contains(&[DO, COM]) && h.verbs.contains(&[WILL, COM])
+        });
+    }
+
+    /// Sends a COM-PORT-OPTION command and returns the value of the board's answer to it.
+    fn ask(&mut self, command: u8, value: &[u8]) -> Vec<u8> {
+        let code = command + virtual_board::rfc2217::SERVER;
+        let answers = |h: &Heard| h.subs.iter().filter(|s| s.get(1) == Some(&code)).count();
+        let before = answers(&hear(&self.raw));
+        self.send(&com_port(command, value));
+        let heard = self.hear_until(&format!("an answer {code}"), |h| answers(h) > before);
+        let answer = heard
+            .subs
+            .iter()
+            .rfind(|s| s.get(1) == Some(&code))
+            .unwrap();
+        answer[2..].to_vec()
+    }
+
+    /// Waits for a line of UART output that contains `needle`.
+    fn uart_line_with(&mut self, needle: &str) -> String {
+        let has = |h: &Heard| {
+            String::from_utf8_lossy(&h.data)
+                .lines()
+                .any(|l| l.contains(needle))
+        };
+        let heard = self.hear_until(needle, |h| has(h) && h.data.ends_with(b"\n"));
+        let text = String::from_utf8_lossy(&heard.data).into_owned();
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap()
+            .to_owned()
+    }
+}
+
+/// IAC is doubled on the RFC 2217 line both ways; the client's SET-CONTROL moves the same DTR
+/// and RTS as the control socket, and is answered with the line's state: an RTS pulse resets
+/// the board, and DTR on with RTS off in one segment (where pyserial would wait in between)
+/// enters the ROM loader.
+#[rstest]
+fn rfc2217_carries_every_byte_and_the_reset_lines() {
+    use virtual_board::rfc2217::{
+        DTR_OFF, DTR_ON, DTR_REQUEST, IAC, RTS_OFF, RTS_ON, SET_BAUDRATE, SET_CONTROL,
+    };
+    let mut vb = Vb::start(&[]);
+    let mut c = Rfc::connect(&vb);
+    c.agree();
+    // The client's 0xFF, doubled, reaches the chip once: the relay passes it to a TCP client.
+    let mut tcp = vb.connect();
+    vb.wait_counter("clients", 1);
+    c.send(&[b'a', IAC, IAC, b'b', b'\n']);
+    let mut buf = Vec::new();
+    assert_eq!(client_line(&mut tcp, &mut buf), [b'a', 0xff, b'b']);
+    // The chip's 0xFF reaches the client doubled, and the pseudo-terminal as it is. (The relay
+    // reads its TCP clients as telnet: IAC IAC is its 0xFF too.)
+    tcp.write_all(&[b'c', 0xff, 0xff, b'd', b'\n']).unwrap();
+    c.hear_until("the chip's 0xFF", |h| {
+        h.data.ends_with(&[b'c', 0xff, b'd', b'\n'])
+    });
+    let doubled = [b'c', IAC, IAC, b'd', b'\n'];
+    assert!(c.raw.windows(5).any(|w| w == doubled), "{:?}", c.raw);
+    assert_eq!(vb.uart_line(), [b'c', 0xff, b'd']);
+
+    // The UART's rate follows SET-BAUDRATE until the next reset, as it follows a flasher's
+    // CHANGE_BAUDRATE.
+    assert_eq!(c.ask(SET_BAUDRATE, &[0; 4]), 115_200u32.to_be_bytes());
+    assert_eq!(
+        c.ask(SET_BAUDRATE, &74_880u32.to_be_bytes()),
+        74_880u32.to_be_bytes()
+    );
+    assert_eq!(vb.control("baud"), "ok 74880\n");
+    // An RTS pulse is the NodeMCU's reset: EN low, then high with GPIO0 high.
+    assert_eq!(c.ask(SET_CONTROL, &[RTS_ON]), [RTS_ON]);
+    assert_eq!(vb.control("dtr 0"), "ok held\n");
+    client_eof(&mut tcp, &mut buf);
+    assert_eq!(c.ask(SET_CONTROL, &[RTS_OFF]), [RTS_OFF]);
+    let rom = c.uart_line_with(" ets Jan  8 2013,rst cause:2");
+    assert!(rom.contains("boot mode:(3,6)"), "{rom}");
+    c.uart_line_with("relay ready ");
+    assert_eq!(vb.control("baud"), "ok 115200\n");
+
+    // Held, then both changes at once: EN rises with GPIO0 already low.
+    assert_eq!(c.ask(SET_CONTROL, &[RTS_ON]), [RTS_ON]);
+    c.send(
+        &[
+            com_port(SET_CONTROL, &[DTR_ON]),
+            com_port(SET_CONTROL, &[RTS_OFF]),
+        ]
+        .concat(),
+    );
+    let rom = c.uart_line_with("boot mode:(1,");
+    assert!(rom.contains("rst cause:2, boot mode:(1,7)"), "{rom}");
+    // One set of lines: the control socket moves what the client set, and the client sees it.
+    assert_eq!(vb.control("dtr 0"), "ok loader\n");
+    assert_eq!(c.ask(SET_CONTROL, &[DTR_REQUEST]), [DTR_OFF]);
+}
+
+/// A second client is told the line is taken, and closed; the first carries on, and once it
+/// has gone the next client is served.
+#[rstest]
+fn a_second_rfc2217_client_is_refused_while_one_holds_the_line() {
+    use virtual_board::rfc2217::{BUSY, RTS_REQUEST, SET_CONTROL};
+    let vb = Vb::start(&[]);
+    let mut first = Rfc::connect(&vb);
+    first.agree();
+    let mut second = std::net::TcpStream::connect(vb.ready.rfc2217).unwrap();
+    let mut refused = Vec::new();
+    assert!(support::read_to_eof(&mut second, &mut refused));
+    assert_eq!(String::from_utf8_lossy(&refused), BUSY);
+    assert_eq!(first.ask(SET_CONTROL, &[RTS_REQUEST]).len(), 1);
+    // The board closes its end once it has let the first client go.
+    first.s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(support::read_to_eof(&mut first.s, &mut first.raw));
+    let mut next = Rfc::connect(&vb);
+    next.agree();
+    assert_eq!(next.ask(SET_CONTROL, &[RTS_REQUEST]).len(), 1);
+}
+
+/// A client that sends a line and closes at once, as `nc` does, still gets it onto the wire:
+/// the board lets the client go only once its bytes have crossed.
+#[rstest]
+fn a_line_sent_just_before_an_rfc2217_client_closes_still_arrives() {
+    let vb = Vb::start(&[]);
+    let mut tcp = vb.connect();
+    vb.wait_counter("clients", 1);
+    let mut c = Rfc::connect(&vb);
+    c.send(&b"last words\n".repeat(8));
+    drop(c);
+    let mut buf = Vec::new();
+    for _ in 0..8 {
+        assert_eq!(client_line(&mut tcp, &mut buf), b"last words");
+    }
+}
+
+/// Subnegotiations cut short, never ended or too long are dropped; a client that floods the
+/// board with negotiation and reads none of the answers is not read either, once the answers
+/// waiting for it reach their bound (the board logs when). Nothing of it is held: the board's
+/// peak memory barely moves, and every request is answered once the client reads.
+#[rstest]
+fn malformed_and_flooding_rfc2217_clients_are_held_in_bounded_memory() {
+    use virtual_board::rfc2217::{
+        COM_PORT_OPTION as COM, DO, IAC, RTS_OFF, RTS_REQUEST, SB, SE, SET_CONTROL, SUB_MAX, WONT,
+    };
+    let mut vb = Vb::start_logged(&["-v"]);
+    // The UART says nothing more once the banner is out: all the client hears are answers.
+    vb.uart_line_starting("relay ready ");
+    let before = peak_rss(vb.ready.pid);
+    let grown = || peak_rss(vb.ready.pid).saturating_sub(before);
+    let mut c = Rfc::connect(&vb);
+    c.agree();
+    c.s.set_write_timeout(Some(CEILING)).unwrap();
+
+    // Cut short by a negotiation, which is answered; truncated; longer than the bound.
+    c.send(&[IAC, SB, COM, SET_CONTROL, IAC, DO, 99]);
+    c.hear_until("WONT 99", |h| h.verbs.contains(&[WONT, 99]));
+    c.send(&com_port(SET_CONTROL, &[]));
+    let mut long = vec![IAC, SB, COM, SET_CONTROL, RTS_OFF];
+    long.extend(vec![0; 4 * SUB_MAX]);
+    long.extend([IAC, SE]);
+    c.send(&long);
+    // 64 MiB in one subnegotiation that never ends: taken and dropped as it comes.
+    c.send(&[IAC, SB, COM]);
+    let chunk = vec![b'z'; 1 << 20];
+    for _ in 0..64 {
+        c.send(&chunk);
+    }
+    c.send(&[IAC, SE]);
+    assert_eq!(c.ask(SET_CONTROL, &[RTS_REQUEST]), [RTS_OFF]);
+    assert!(grown() < 8 << 20, "the board grew by {} KiB", grown() >> 10);
+
+    // 48 MiB of requests, far more than the sockets between client and board can hold,
+    // sent while nothing is read.
+    const REQUESTS: usize = 16 << 20;
+    let mut writer = c.s.try_clone().unwrap();
+    let flood = std::thread::spawn(move || {
+        let requests = [IAC, DO, 99].repeat(1 << 16);
+        for _ in 0..REQUESTS >> 16 {
+            writer.write_all(&requests).unwrap();
+        }
+    });
+    vb.log_line("reads none of its answers: its requests wait until it does");
+    assert!(grown() < 8 << 20, "the board grew by {} KiB", grown() >> 10);
+
+    // Read, and the rest goes: one answer to each request, and no more.
+    c.s.set_read_timeout(Some(CEILING)).unwrap();
+    let mut answers = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    while answers < 3 * REQUESTS {
+        let n = std::io::Read::read(&mut c.s, &mut chunk).unwrap();
+        assert!(n > 0, "the board closed after {answers} answer bytes");
+        for (i, &b) in chunk[..n].iter().enumerate() {
+            assert_eq!(
+                b,
+                [IAC, WONT, 99][(answers + i) % 3],
+                "answer byte {}",
+                answers + i
+            );
+        }
+        answers += n;
+    }
+    flood.join().unwrap();
+    assert_eq!(answers, 3 * REQUESTS);
+    assert!(grown() < 8 << 20, "the board grew by {} KiB", grown() >> 10);
+    c.raw.clear();
+    assert_eq!(c.ask(SET_CONTROL, &[RTS_REQUEST]), [RTS_OFF]);
+}
+
+/// rfc2217://ADDRESS for esptool and pyserial: no options.
+fn rfc2217_url(vb: &Vb) -> String {
+    format!("rfc2217://{}", vb.ready.rfc2217)
+}
+
+/// Runs esptool against the board's RFC 2217 port, with no options in the URL and none of
+/// esptool's own options but `args`.
+fn esptool_rfc2217(vb: &Vb, args: &[&str]) -> std::process::Output {
+    let mut esptool = std::process::Command::new(esptool_path());
+    esptool
+        .args(["--chip", "esp8266", "--port", &rfc2217_url(vb)])
+        .args(args);
+    support::output_within(esptool, TOOL_CEILING)
+}
+
+/// A ceiling for one esptool or pyserial run over RFC 2217, which pyserial's waits for
+/// answers make slow: a flash takes about 15 s.
+const TOOL_CEILING: Duration = Duration::from_secs(180);
+
+/// pyserial, as esptool's venv installs it, runs `script` with the port's URL as argv[1].
+fn pyserial(vb: &Vb, script: &str) -> String {
+    let mut python = std::process::Command::new(esptool_path().with_file_name("python"));
+    python.args(["-c", script, &rfc2217_url(vb)]);
+    let out = support::output_within(python, TOOL_CEILING);
+    let text = printed(&out);
+    assert!(out.status.success(), "pyserial script failed:\n{text}");
+    text
+}
+
+/// esptool writes the flash over rfc2217:// with no URL options: pyserial waits for an answer
+/// to every SET-CONTROL (serial/rfc2217.py:878-888), and the board gives one, so
+/// `?ign_set_control` is not needed. The board is put in its loader first (`--before
+/// no_reset`): over RFC 2217 esptool's reset cannot do it (the next test). Its `--after
+/// hard_reset` pulses RTS (esptool/reset.py:155-165) while DTR is asserted, as pyserial asserts
+/// both on open (serial/serialutil.py:216-217, serial/rfc2217.py:489-492), and on the NodeMCU's
+/// circuit that moves nothing: the board stays in the stub. A pyserial client that opens the port with DTR and
+/// RTS off then pulses RTS, which resets the board, and reads the banner of what was written
+/// over the same connection.
+#[rstest]
+fn esptool_writes_over_rfc2217_and_a_pyserial_rts_pulse_boots_it() {
+    let path = flash_path("rfc2217");
+    let (image_file, image) = image_file(&path, "rfc2217w1");
+    let mut vb = provisioned_board(&path, "before01");
+    enter_loader(&mut vb);
+    let out = esptool_rfc2217(
+        &vb,
+        &[
+            "--before",
+            "no_reset",
+            "write_flash",
+            "0x0",
+            image_file.to_str().unwrap(),
+        ],
+    );
+    let log = printed(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("Stub running..."), "{log}");
+    assert!(
+        log.contains(&format!("Wrote {} bytes (", image.len())),
+        "compressed: {log}"
+    );
+    assert!(log.contains("Hash of data verified."), "{log}");
+    assert!(log.contains("Hard resetting via RTS pin..."), "{log}");
+    assert_eq!(&std::fs::read(&path).unwrap()[..image.len()], &image[..]);
+    // DTR is still asserted: setting it again changes nothing, and names the chip's state.
+    assert_eq!(
+        vb.control("dtr 1"),
+        "ok stub\n",
+        "RTS moved with DTR asserted: no reset"
+    );
+
+    let printed = pyserial(
+        &vb,
+        r#"
+import sys, serial
+port = serial.serial_for_url(sys.argv[1], 115200, do_not_open=True, timeout=20)
+port.dtr = False  # GPIO0 high: the ROM boots the flash
+port.rts = False
+port.open()
+port.rts = True   # EN low
+port.rts = False  # EN high
+while True:
+    line = port.readline()
+    sys.stdout.write(line.decode("latin-1"))
+    if not line or line.startswith(b"relay ready "):
+        break
+"#,
+    );
+    assert!(
+        printed.contains("rst cause:2, boot mode:(3,6)"),
+        "{printed}"
+    );
+    let banner = printed.lines().find(|l| l.starts_with("relay ready "));
+    assert!(
+        banner.is_some_and(|b| b.contains(" build=rfc2217w1 ")),
+        "{printed}"
+    );
+    assert!(
+        vb.uart_line_starting("relay ready ")
+            .contains(" build=rfc2217w1 "),
+        "the pseudo-terminal has the banner too"
+    );
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&image_file).unwrap();
+}
+
+/// esptool's default reset over RFC 2217 cannot enter the ROM loader of a NodeMCU. Over an
+/// rfc2217:// port esptool uses ClassicReset (esptool/loader.py:684-695), which asserts DTR,
+/// then releases RTS (esptool/reset.py:101-102); pyserial waits for the answer to each
+/// SET-CONTROL, polling every 50 ms (serial/rfc2217.py:350-362, 878-888), so both lines stay
+/// asserted for at least 50 ms with EN high and GPIO0 high, and the ROM samples GPIO0 sooner
+/// (25 ms here, about a millisecond on the board) and boots the flash. A real NodeMCU behind
+/// any RFC 2217 server that applies the lines as they come does the same
+/// (espressif/esptool#383); esptool's esp_rfc2217_server replays the reset on the server's
+/// side for this reason. One connect attempt shows it; esptool's default seven repeat it.
+#[rstest]
+fn esptool_default_reset_over_rfc2217_boots_the_flash_not_the_loader() {
+    let path = flash_path("rfc2217-reset");
+    let mut vb = provisioned_board(&path, "before01");
+    let out = esptool_rfc2217(&vb, &["--connect-attempts", "1", "read_mac"]);
+    let log = printed(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("Failed to connect to ESP8266"), "{log}");
+    let rom = vb.uart_line_starting(" ets ");
+    assert!(rom.contains("rst cause:2, boot mode:(3,6)"), "{rom}");
+    assert_eq!(vb.uart_line_starting("relay ready "), vb.banner);
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A faster rate over RFC 2217: esptool's stub takes CHANGE_BAUDRATE, then pyserial's
+/// SET-BAUDRATE moves the line, and the UART follows both. The read comes back whole while
+/// nobody reads the pseudo-terminal: while a client holds the line the wire waits for it, and
+/// the pseudo-terminal, a copy, loses what it cannot hold (a few KiB).
+#[rstest]
+fn esptool_reads_the_flash_over_rfc2217_at_a_faster_rate_with_the_pty_unread() {
+    let path = flash_path("rfc2217-read");
+    let mut vb = provisioned_board(&path, "before01");
+    enter_loader(&mut vb);
+    let read_file = path.with_extension("read");
+    let out = esptool_rfc2217(
+        &vb,
+        &[
+            "--before",
+            "no_reset",
+            "--after",
+            "no_reset_stub",
+            "--baud",
+            "921600",
+            "read_flash",
+            "0x0",
+            "0x40000",
+            read_file.to_str().unwrap(),
+        ],
+    );
+    let log = printed(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("Changing baud rate to 921600"), "{log}");
+    assert_eq!(vb.control("baud"), "ok 921600\n");
+    let flash = std::fs::read(&path).unwrap();
+    assert_eq!(std::fs::read(&read_file).unwrap(), &flash[..0x40000]);
+    drop(vb);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&read_file).unwrap();
+}
+
 /// One ROM-loader request, SLIP-framed, as a flasher sends it.
 fn rom_request(cmd: u8, data: &[u8], checksum: u32) -> Vec<u8> {
     let mut f = vec![0x00, cmd];

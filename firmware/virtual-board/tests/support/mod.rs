@@ -359,6 +359,27 @@ pub fn run_within(args: &[&str], ceiling: Duration) -> std::process::Output {
     }
 }
 
+/// Runs `cmd` to its end, its output captured; killed at `ceiling`, which fails the test (a
+/// tool stuck on a board that stopped answering would otherwise hang it).
+pub fn output_within(mut cmd: Command, ceiling: Duration) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?} starts: {e}"));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(ceiling) {
+        Ok(out) => out.expect("the command's output"),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("{cmd:?} still ran after {ceiling:?}");
+        }
+    }
+}
+
 pub fn open_serial(path: &std::path::Path) -> File {
     let f = std::fs::OpenOptions::new()
         .read(true)
