@@ -1,552 +1,388 @@
-//! Benchmarks: throughput both ways, round-trip latency and line rate, on any board, with
-//! ser2net run beside it as a reference. Every measurement is bounded in bytes and in time.
+//! Benchmarks: every relay driven through the same hops by one harness, each figure measured in
+//! windows of at least half a second, repeated with the relays interleaved, and reported as min,
+//! median and max, with ratios to ser2net tuned.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+pub mod measure;
+pub mod report;
+pub mod rig;
 
-use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use std::time::Duration;
 
-use crate::board::Board;
-use crate::error::{HilError, Result};
-use crate::net::Client;
+pub use report::{Machine, Report, Series};
+pub use rig::{REFERENCE, Rig};
 
-/// How much each measurement moves, and how long it may take.
+use crate::error::Result;
+use measure::{LINE_LEN, PING_WIRE_BYTES};
+use report::{ChipRate, Figures, RelayFigures};
+
+/// What one measurement moves and who takes part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Measure {
+    /// The UART sends to this many clients.
+    Fanout(usize),
+    /// This many clients send lines to the UART.
+    Gather(usize),
+    /// One client's short line to the UART and back.
+    RoundTrip,
+}
+
+impl Measure {
+    /// Every measurement a relay takes, in the order of a rep.
+    pub const ALL: [Measure; 6] = [
+        Measure::Fanout(1),
+        Measure::Fanout(2),
+        Measure::Fanout(4),
+        Measure::Gather(1),
+        Measure::Gather(4),
+        Measure::RoundTrip,
+    ];
+
+    /// The measurements on the chip's terms: four clients, and the round trip.
+    pub const CHIP: [Measure; 3] = [Measure::Fanout(4), Measure::Gather(4), Measure::RoundTrip];
+
+    fn clients(self) -> usize {
+        match self {
+            Measure::Fanout(n) | Measure::Gather(n) => n,
+            Measure::RoundTrip => 1,
+        }
+    }
+
+    pub fn label(self) -> String {
+        let clients = |n: usize| {
+            if n == 1 {
+                "1 client".to_owned()
+            } else {
+                format!("{n} clients")
+            }
+        };
+        match self {
+            Measure::Fanout(n) => format!("UART -> {}", clients(n)),
+            Measure::Gather(n) => format!("{} -> UART", clients(n)),
+            Measure::RoundTrip => "round trip".into(),
+        }
+    }
+
+    /// The stem of its figures' names in the JSON: `uart_to_4_clients`, `4_clients_to_uart`.
+    fn stem(self) -> String {
+        self.label()
+            .replace("UART", "uart")
+            .replace(" -> ", "_to_")
+            .replace(' ', "_")
+    }
+
+    /// The largest size asked of it: bytes, lines per client, or pings.
+    fn cap(self) -> u64 {
+        const BYTES: u64 = 256 << 20;
+        match self {
+            Measure::Fanout(_) => BYTES,
+            Measure::Gather(n) => BYTES / (n * LINE_LEN) as u64,
+            Measure::RoundTrip => 100_000,
+        }
+    }
+}
+
+/// How much to measure, and within what bounds.
 #[derive(Clone, Debug)]
-pub struct Sizes {
-    /// Bytes the UART sends to the clients, per measurement.
-    pub uart_bytes: usize,
-    /// Lines each client sends to the UART.
-    pub lines: usize,
-    /// Bytes per line, terminator included.
-    pub line_len: usize,
-    /// Round trips for the latency figures.
-    pub pings: usize,
-    /// Seconds of UART traffic for the paced line-rate figure.
-    pub paced_secs: f64,
+pub struct Plan {
+    /// Each relay measures each figure this many times, the relays in turn.
+    pub reps: usize,
+    /// Tiny, once, and never resized: only checks that everything works.
+    pub smoke: bool,
+    /// A window shorter than this is measured again with more data, up to the size cap.
+    pub min_window: Duration,
     /// Ceiling for any one measurement.
     pub limit: Duration,
 }
 
-impl Sizes {
-    pub fn full() -> Sizes {
-        Sizes {
-            uart_bytes: 8 << 20,
-            lines: 8192,
-            line_len: 64,
-            pings: 2000,
-            paced_secs: 3.0,
+/// The bounds on `--reps`.
+pub const REPS: std::ops::RangeInclusive<u32> = 1..=100;
+
+impl Plan {
+    pub fn full(reps: usize) -> Plan {
+        Plan {
+            reps,
+            smoke: false,
+            min_window: Duration::from_millis(500),
             limit: Duration::from_secs(60),
         }
     }
 
-    /// A run that only checks that every measurement works.
-    pub fn smoke() -> Sizes {
-        Sizes {
-            uart_bytes: 64 << 10,
-            lines: 200,
-            line_len: 64,
-            pings: 50,
-            paced_secs: 0.3,
+    pub fn smoke() -> Plan {
+        Plan {
+            reps: 1,
+            smoke: true,
+            min_window: Duration::ZERO,
             limit: Duration::from_secs(30),
         }
     }
+
+    /// The first size of a measurement: bytes, lines per client, or pings. A paced UART's is a
+    /// second of its line rate (a twentieth in a smoke run).
+    fn initial(&self, m: Measure, line_rate: Option<f64>) -> u64 {
+        let secs = if self.smoke { 0.05 } else { 1.0 };
+        let size = match (m, line_rate) {
+            (Measure::Fanout(_), Some(rate)) => rate * secs,
+            (Measure::Fanout(_), None) => f64::from(if self.smoke { 64 << 10 } else { 8 << 20 }),
+            (Measure::Gather(n), Some(rate)) => rate * secs / (n * LINE_LEN) as f64,
+            (Measure::Gather(_), None) => {
+                if self.smoke {
+                    200.0
+                } else {
+                    8192.0
+                }
+            }
+            // The wire's share of a round trip, and a WiFi round trip's worth besides.
+            (Measure::RoundTrip, Some(rate)) => secs / (PING_WIRE_BYTES as f64 / rate + 0.003),
+            (Measure::RoundTrip, None) => {
+                if self.smoke {
+                    50.0
+                } else {
+                    500.0
+                }
+            }
+        };
+        (size as u64).clamp(1, m.cap())
+    }
+
+    /// The next size after a window of `secs` that was too short, or `None` if it will do.
+    fn grow(&self, m: Measure, size: u64, secs: f64) -> Option<u64> {
+        let min = self.min_window.as_secs_f64();
+        if self.smoke || secs >= min || size >= m.cap() {
+            return None;
+        }
+        // Aim at 1.5 times the minimum, so that the next window clears it despite jitter.
+        let factor = (1.5 * min / secs.max(1e-6)).clamp(1.5, 16.0);
+        Some(((size as f64 * factor) as u64).min(m.cap()))
+    }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Throughput {
-    pub clients: usize,
-    pub bytes: usize,
-    pub secs: f64,
-    pub bytes_per_sec: f64,
-    /// Bytes (UART to clients) or lines (clients to UART) that did not arrive intact.
-    pub lost: usize,
-    /// Clients to UART only: lines that arrived mixed with another client's bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mixed_lines: Option<usize>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Latency {
-    pub count: usize,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub max_us: f64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LineRate {
+/// A paced board that gives the chip-terms figures at one rate: its own rig, or the relay's
+/// when the relay is a real board, whose UART is the wire.
+pub struct ChipRig {
     pub baud: u32,
-    /// 8N1: baud / 10.
-    pub line_bytes_per_sec: f64,
-    pub achieved_bytes_per_sec: f64,
-    pub share: f64,
+    /// The profile it runs.
+    pub profile: String,
+    /// `None`: the relay's own rig (`rigs[0]`).
+    pub rig: Option<Rig>,
 }
 
-impl LineRate {
-    /// What `achieved` bytes per second are of an 8N1 line at `baud`.
-    pub fn new(baud: u32, achieved: f64) -> LineRate {
-        let line = f64::from(baud) / 10.0;
-        LineRate {
-            baud,
-            line_bytes_per_sec: line,
-            achieved_bytes_per_sec: achieved,
-            share: achieved / line,
+/// One measurement's outcome, as figures.
+enum Outcome {
+    Fanout(measure::Fanout),
+    Gather(measure::Gather),
+    RoundTrip(measure::RoundTrip),
+}
+
+impl Outcome {
+    fn window(&self) -> Duration {
+        match self {
+            Outcome::Fanout(f) => f.window,
+            Outcome::Gather(g) => g.window,
+            Outcome::RoundTrip(r) => r.window,
         }
     }
 }
 
-/// Every figure for one board.
-#[derive(Clone, Debug, Serialize)]
-pub struct Figures {
-    pub board: String,
-    pub uart_to_clients: Vec<Throughput>,
-    pub clients_to_uart: Vec<Throughput>,
-    pub latency: Latency,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line_rate: Option<LineRate>,
-}
-
-fn fail(what: &str, why: impl std::fmt::Display) -> HilError {
-    HilError::Bench {
-        reason: format!("{what}: {why}"),
-    }
-}
-
-fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i % 251) as u8).collect()
-}
-
-async fn clients(board: &Board, n: usize) -> Result<Vec<Client>> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        out.push(Client::connect(format!("b{}", i + 1), board.tcp, None).await?);
-    }
-    Ok(out)
-}
-
-/// Closes every client and waits for the relay to close back, so the next measurement finds
-/// every slot free.
-async fn release(clients: Vec<Client>, limit: Duration) -> Result<()> {
-    for c in clients {
-        let name = c.name.clone();
-        if !c.finish(Instant::now() + limit).await {
-            return Err(fail("release", format!("the relay never closed {name}")));
-        }
-    }
-    Ok(())
-}
-
-/// Makes sure every client is connected and reading, on any relay: the UART repeats a marker
-/// until each client has seen one (so the relay has it), then sends `go` once; every client
-/// reads up to `go`, so what follows starts clean.
-async fn sync(board: &mut Board, clients: &mut [Client], limit: Duration) -> Result<()> {
-    let (hello, go) = (b"\x02bench-hello\x03", b"\x02bench-go\x03");
-    let until = Instant::now() + limit;
-    for c in clients.iter_mut() {
-        loop {
-            board.serial.write_all(hello).await?;
-            let (got, _) = c
-                .read_until(Instant::now() + Duration::from_millis(50), |b| {
-                    b.windows(hello.len()).any(|w| w == hello)
-                })
-                .await;
-            if got.windows(hello.len()).any(|w| w == hello) {
-                break;
+/// Runs `m` on `rig`, growing its size until its window lasts `plan.min_window`; the size that
+/// did is kept in `size` for the next rep.
+async fn measure_sized(rig: &mut Rig, m: Measure, size: &mut u64, plan: &Plan) -> Result<Outcome> {
+    loop {
+        let (tcp, limit) = (rig.tcp, plan.limit);
+        let serial = rig.serial();
+        let out = match m {
+            Measure::Fanout(n) => {
+                Outcome::Fanout(measure::fanout(serial, tcp, n, *size, limit).await?)
             }
-            if Instant::now() > until {
-                return Err(fail(
-                    "sync",
-                    format!("{} never saw the UART marker", c.name),
-                ));
+            Measure::Gather(n) => {
+                Outcome::Gather(measure::gather(serial, tcp, n, *size, limit).await?)
+            }
+            Measure::RoundTrip => {
+                Outcome::RoundTrip(measure::round_trip(serial, tcp, *size, limit).await?)
+            }
+        };
+        match plan.grow(m, *size, out.window().as_secs_f64()) {
+            Some(bigger) => *size = bigger,
+            None => return Ok(out),
+        }
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64().max(1e-9)
+}
+
+fn fanout_counts(f: &measure::Fanout) -> [(&'static str, u64); 4] {
+    [
+        ("bytes_sent", f.bytes),
+        // What every client should have got, summed: what `lost_bytes` is out of.
+        ("bytes_expected", f.bytes * f.clients as u64),
+        ("lost_bytes", f.lost_bytes),
+        ("gaps", f.gaps),
+    ]
+}
+
+/// Files a relay's outcome under its figures.
+fn record(figures: &mut Figures, m: Measure, out: &Outcome) {
+    let stem = m.stem();
+    match out {
+        Outcome::Fanout(f) => {
+            // What each client got, on average: a relay that drops bytes gets no credit for them.
+            let each = f.received as f64 / f.clients as f64;
+            figures.series(&stem, "B/s").push(
+                Some(each / secs(f.window)),
+                f.window,
+                &fanout_counts(f),
+            );
+        }
+        Outcome::Gather(g) => {
+            let counts = [
+                ("lines_sent", g.lines_sent),
+                ("lost_lines", g.lines_sent - g.intact_lines),
+                ("mixed_lines", g.mixed_lines),
+            ];
+            let whole = (g.intact_lines * LINE_LEN as u64) as f64 / secs(g.window);
+            figures
+                .series(&format!("{stem}_lines"), "B/s")
+                .push(Some(whole), g.window, &counts);
+            figures.series(&format!("{stem}_raw"), "B/s").push(
+                Some(g.raw_bytes as f64 / secs(g.window)),
+                g.window,
+                &[("raw_bytes", g.raw_bytes)],
+            );
+        }
+        Outcome::RoundTrip(r) => {
+            for (name, v) in [("p50", r.p50_us), ("p99", r.p99_us), ("max", r.max_us)] {
+                figures.series(&format!("round_trip_{name}"), "us").push(
+                    Some(v),
+                    r.window,
+                    &[("pings", r.pings)],
+                );
             }
         }
     }
-    board.serial.write_all(go).await?;
-    for c in clients.iter_mut() {
-        let (got, _) = c.read_until(until, |b| b.ends_with(go)).await;
-        if !got.ends_with(go) {
-            return Err(fail(
-                "sync",
-                format!("{} never saw the start marker", c.name),
-            ));
-        }
-    }
-    Ok(())
 }
 
-/// The UART sends `sizes.uart_bytes`; every client must receive all of them, in order.
-pub async fn uart_to_clients(board: &mut Board, n: usize, sizes: &Sizes) -> Result<Throughput> {
-    let mut cs = clients(board, n).await?;
-    sync(board, &mut cs, sizes.limit).await?;
-    let data: std::sync::Arc<[u8]> = pattern(sizes.uart_bytes).into();
-    let start = Instant::now();
-    let deadline = start + sizes.limit;
-    let readers: Vec<_> = cs
-        .into_iter()
-        .map(|mut c| {
-            let want = std::sync::Arc::clone(&data);
-            tokio::spawn(async move {
-                let got = c.bytes(want.len(), deadline).await;
-                let intact = got
+/// Files a paced board's outcome as shares of its line rate and the round trip it adds to the
+/// wire. A run that lost anything does not count towards the share.
+fn record_chip(rate: &mut ChipRate, m: Measure, out: &Outcome) {
+    let (line, wire) = (rate.line_bytes_per_sec, rate.wire_round_trip_us);
+    let figures = &mut rate.figures;
+    let stem = m.stem();
+    match out {
+        Outcome::Fanout(f) => {
+            let share = (f.lost_bytes == 0).then(|| f.bytes as f64 / secs(f.window) / line);
+            figures.series(&format!("{stem}_share"), "share").push(
+                share,
+                f.window,
+                &fanout_counts(f),
+            );
+        }
+        Outcome::Gather(g) => {
+            let lost = g.lines_sent - g.intact_lines;
+            let share = (lost == 0).then(|| g.raw_bytes as f64 / secs(g.window) / line);
+            figures.series(&format!("{stem}_share"), "share").push(
+                share,
+                g.window,
+                &[
+                    ("lines_sent", g.lines_sent),
+                    ("lost_lines", lost),
+                    ("mixed_lines", g.mixed_lines),
+                ],
+            );
+        }
+        Outcome::RoundTrip(r) => {
+            for (name, v) in [("p50", r.p50_us), ("p99", r.p99_us)] {
+                let counts = [("pings", r.pings)];
+                figures.series(&format!("round_trip_{name}"), "us").push(
+                    Some(v),
+                    r.window,
+                    &counts,
+                );
+                figures
+                    .series(&format!("round_trip_{name}_added"), "us")
+                    .push(Some(v - wire), r.window, &counts);
+            }
+        }
+    }
+}
+
+/// Measures every relay in `rigs` (the relay first) and every paced board in `chip`, `plan.reps`
+/// times: in each rep every figure is taken on each relay in turn. `progress` hears what is
+/// being measured.
+pub async fn run(
+    rigs: &mut [Rig],
+    chip: &mut [ChipRig],
+    plan: &Plan,
+    machine: Machine,
+    mut progress: impl FnMut(&str),
+) -> Result<Report> {
+    let mut relays: Vec<RelayFigures> = rigs
+        .iter()
+        .map(|r| RelayFigures::new(&r.name, &r.setup))
+        .collect();
+    let mut rates: Vec<ChipRate> = chip
+        .iter()
+        .map(|c| {
+            let setup = c.rig.as_ref().map_or(&rigs[0].setup, |r| &r.setup);
+            ChipRate::new(c.baud, &c.profile, setup)
+        })
+        .collect();
+    let mut sizes = std::collections::HashMap::new();
+    let steps: usize = plan.reps
+        * (rigs
+            .iter()
+            .map(|r| {
+                Measure::ALL
                     .iter()
-                    .zip(want.iter())
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                (want.len() - intact, Instant::now(), c)
+                    .filter(|m| m.clients() <= r.max_clients)
+                    .count()
             })
-        })
-        .collect();
-    for chunk in data.chunks(16 << 10) {
-        board.serial.write_all(chunk).await?;
-    }
-    let (mut lost, mut end, mut done) = (0, start, Vec::new());
-    for r in readers {
-        let (l, t, c) = r.await.map_err(|e| fail("reader", e))?;
-        lost += l;
-        end = end.max(t);
-        done.push(c);
-    }
-    let secs = (end - start).as_secs_f64();
-    release(done, sizes.limit).await?;
-    Ok(Throughput {
-        clients: n,
-        bytes: data.len(),
-        secs,
-        bytes_per_sec: data.len() as f64 / secs,
-        lost,
-        mixed_lines: None,
-    })
-}
-
-fn bench_line(client: usize, seq: usize, len: usize) -> Vec<u8> {
-    let mut line = format!("{}{seq:07}:", (b'A' + client as u8) as char).into_bytes();
-    line.resize(len - 1, b'.');
-    line.push(b'\n');
-    line
-}
-
-/// Each of `n` clients sends `sizes.lines` lines at once; the UART must get every line whole.
-pub async fn clients_to_uart(board: &mut Board, n: usize, sizes: &Sizes) -> Result<Throughput> {
-    let cs = clients(board, n).await?;
-    board.serial.discard_input();
-    let (lines, len) = (sizes.lines, sizes.line_len);
-    let start = Instant::now();
-    let deadline = start + sizes.limit;
-    let writers: Vec<_> = cs
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut c)| {
-            tokio::spawn(async move {
-                let all: Vec<u8> = (0..lines).flat_map(|k| bench_line(i, k, len)).collect();
-                // Writes that do not line up with lines, as a real client's do not.
-                for chunk in all.chunks(1000) {
-                    c.send(chunk).await?;
+            .sum::<usize>()
+            + chip.len() * Measure::CHIP.len());
+    let mut step = 0;
+    for rep in 1..=plan.reps {
+        for m in Measure::ALL {
+            for (i, rig) in rigs.iter_mut().enumerate() {
+                if m.clients() > rig.max_clients {
+                    continue;
                 }
-                Ok::<Client, std::io::Error>(c)
-            })
-        })
-        .collect();
-    let (mut next, mut intact, mut mixed) = (vec![0usize; n], 0usize, 0usize);
-    while intact + mixed < n * lines {
-        let Some(mut line) = board.serial.line(deadline).await? else {
-            break;
-        };
-        line.push(b'\n');
-        let who = line
-            .first()
-            .map(|b| b.wrapping_sub(b'A') as usize)
-            .filter(|&i| i < n);
-        match who {
-            Some(i) if line == bench_line(i, next[i], len) => {
-                next[i] += 1;
-                intact += 1;
-            }
-            _ => mixed += 1,
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let mut done = Vec::new();
-    for w in writers {
-        done.push(
-            w.await
-                .map_err(|e| fail("writer", e))?
-                .map_err(|e| fail("writer", e))?,
-        );
-    }
-    release(done, sizes.limit).await?;
-    let bytes = intact * len;
-    Ok(Throughput {
-        clients: n,
-        bytes,
-        secs,
-        bytes_per_sec: bytes as f64 / secs,
-        lost: n * lines - intact,
-        mixed_lines: Some(mixed),
-    })
-}
-
-/// Round trips of a short line: client -> UART, then UART -> client.
-pub async fn latency(board: &mut Board, sizes: &Sizes) -> Result<Latency> {
-    let mut cs = clients(board, 1).await?;
-    sync(board, &mut cs, sizes.limit).await?;
-    let mut c = cs.pop().expect("one client");
-    board.serial.discard_input();
-    let mut rtts = Vec::with_capacity(sizes.pings);
-    for i in 0..sizes.pings {
-        let ping = format!("p{i:07}");
-        let start = Instant::now();
-        let deadline = start + sizes.limit;
-        c.send(format!("{ping}\n").as_bytes())
-            .await
-            .map_err(|e| fail("ping", e))?;
-        loop {
-            match board.serial.line(deadline).await? {
-                Some(l) if l == ping.as_bytes() => break,
-                Some(_) => continue,
-                None => return Err(fail("latency", format!("{ping} never reached the UART"))),
-            }
-        }
-        let pong = format!("{ping}\r\n");
-        board.serial.write_all(pong.as_bytes()).await?;
-        let (got, _) = c
-            .read_until(deadline, |b| b.ends_with(pong.as_bytes()))
-            .await;
-        if !got.ends_with(pong.as_bytes()) {
-            return Err(fail("latency", format!("{ping} never came back")));
-        }
-        rtts.push(start.elapsed().as_secs_f64() * 1e6);
-    }
-    release(vec![c], sizes.limit).await?;
-    rtts.sort_by(f64::total_cmp);
-    let at = |q: f64| rtts[((rtts.len() as f64 * q).ceil() as usize).clamp(1, rtts.len()) - 1];
-    Ok(Latency {
-        count: rtts.len(),
-        p50_us: at(0.50),
-        p99_us: at(0.99),
-        max_us: at(1.0),
-    })
-}
-
-/// UART to one client on a paced line: the share of the line rate the relay delivers.
-pub async fn line_rate(board: &mut Board, baud: u32, sizes: &Sizes) -> Result<LineRate> {
-    let line = f64::from(baud) / 10.0;
-    let bytes = (line * sizes.paced_secs) as usize;
-    let t = uart_to_clients(
-        board,
-        1,
-        &Sizes {
-            uart_bytes: bytes,
-            ..sizes.clone()
-        },
-    )
-    .await?;
-    if t.lost > 0 {
-        return Err(fail("line rate", format!("{} bytes lost", t.lost)));
-    }
-    Ok(LineRate::new(baud, t.bytes_per_sec))
-}
-
-/// Every figure for `board`; `paced` is a second board with a paced UART, when there is one.
-pub async fn measure(
-    board: &mut Board,
-    paced: Option<(&mut Board, u32)>,
-    sizes: &Sizes,
-    mut step: impl FnMut(&str),
-) -> Result<Figures> {
-    let label = format!("{} ({})", board.kind, board.profile.name);
-    let max = board.limits.max_clients;
-    let mut uart_to = Vec::new();
-    for n in [1, 2, 4].into_iter().filter(|&n| n <= max) {
-        step(&format!("{label}: UART to {n} client(s)"));
-        uart_to.push(uart_to_clients(board, n, sizes).await?);
-    }
-    let mut to_uart = Vec::new();
-    for n in [1, 4].into_iter().filter(|&n| n <= max) {
-        step(&format!("{label}: {n} client(s) to the UART"));
-        to_uart.push(clients_to_uart(board, n, sizes).await?);
-    }
-    step(&format!("{label}: latency"));
-    let lat = latency(board, sizes).await?;
-    let rate = match paced {
-        Some((b, baud)) => {
-            step(&format!("{label}: line rate at {baud} baud"));
-            Some(line_rate(b, baud, sizes).await?)
-        }
-        None => None,
-    };
-    Ok(Figures {
-        board: label,
-        uart_to_clients: uart_to,
-        clients_to_uart: to_uart,
-        latency: lat,
-        line_rate: rate,
-    })
-}
-
-/// ser2net on one end of a socat pseudo-terminal pair: the reference relay.
-pub struct Ser2net {
-    socat: Child,
-    ser2net: Child,
-    pub version: String,
-    /// The device side: what the harness opens as the board's UART.
-    pub serial: PathBuf,
-    pub addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Ser2net {
-    /// Starts socat and ser2net under `dir`, ready for `max_clients` connections.
-    pub async fn start(dir: &Path, max_clients: usize) -> Result<Ser2net> {
-        let need = |tool: &str, e: std::io::Error| {
-            fail(
-                "ser2net",
-                format!("cannot run {tool} ({e}); install it with: apt-get install ser2net socat"),
-            )
-        };
-        std::fs::create_dir_all(dir).map_err(|e| fail("ser2net", e))?;
-        let (dev, serial) = (dir.join("dev"), dir.join("uart"));
-        let mut socat = Command::new("socat")
-            .args(["-d", "-d"])
-            .arg(format!("pty,raw,echo=0,link={}", dev.display()))
-            .arg(format!("pty,raw,echo=0,link={}", serial.display()))
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| need("socat", e))?;
-        let mut lines = BufReader::new(socat.stderr.take().expect("piped")).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Ok(Some(l)) = lines.next_line().await {
-                if l.contains("starting data transfer loop") {
-                    return true;
-                }
-            }
-            false
-        });
-        if !ready.await.unwrap_or(false) {
-            return Err(fail("ser2net", "socat did not open its pseudo-terminals"));
-        }
-        // socat keeps logging; its stderr must keep draining.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| fail("ser2net", e))?;
-        let config = dir.join("ser2net.yaml");
-        let yaml = format!(
-            "%YAML 1.1\n---\nconnection: &bench\n  accepter: tcp,127.0.0.1,{}\n  \
-             connector: serialdev,{},115200n81,local\n  options:\n    max-connections: {max_clients}\n    mdns: false\n",
-            port.port(),
-            dev.display()
-        );
-        std::fs::write(&config, yaml).map_err(|e| fail("ser2net", e))?;
-        let version = std::process::Command::new("ser2net")
-            .arg("-v")
-            .output()
-            .map_err(|e| need("ser2net", e))
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .trim()
-                    .replace("ser2net version ", "")
-            })?;
-        let ser2net = Command::new("ser2net")
-            .args(["-n", "-c"])
-            .arg(&config)
-            .arg("-P")
-            .arg(dir.join("ser2net.pid"))
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| need("ser2net", e))?;
-        // Ready when it accepts: poll the port, which is the only signal ser2net gives.
-        let until = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(port).await.is_err() {
-            if Instant::now() > until {
-                return Err(fail(
-                    "ser2net",
-                    format!("nothing listens on {port} after 10 s"),
+                step += 1;
+                progress(&format!(
+                    "[{step}/{steps}] rep {rep}/{}: {}: {}",
+                    plan.reps,
+                    rig.name,
+                    m.label()
                 ));
+                let size = sizes
+                    .entry((rig.name.clone(), m))
+                    .or_insert_with(|| plan.initial(m, rig.line_rate));
+                let out = measure_sized(rig, m, size, plan).await?;
+                record(&mut relays[i].figures, m, &out);
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Ser2net {
-            socat,
-            ser2net,
-            version,
-            serial,
-            addr: port,
-            dir: dir.to_owned(),
-        })
+        for (c, rate) in chip.iter_mut().zip(rates.iter_mut()) {
+            for m in Measure::CHIP {
+                let rig = match c.rig.as_mut() {
+                    Some(r) => r,
+                    None => &mut rigs[0],
+                };
+                if m.clients() > rig.max_clients {
+                    continue;
+                }
+                step += 1;
+                progress(&format!(
+                    "[{step}/{steps}] rep {rep}/{}: relay at {} baud, paced: {}",
+                    plan.reps,
+                    c.baud,
+                    m.label()
+                ));
+                let size = sizes
+                    .entry((format!("paced-{}", c.baud), m))
+                    .or_insert_with(|| plan.initial(m, rig.line_rate));
+                let out = measure_sized(rig, m, size, plan).await?;
+                record_chip(rate, m, &out);
+            }
+        }
     }
-}
-
-impl Drop for Ser2net {
-    fn drop(&mut self) {
-        let _ = self.ser2net.start_kill();
-        let _ = self.socat.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The figures side by side, with ratios (ours over the reference) where both exist.
-pub fn table(ours: &Figures, reference: Option<&Figures>) -> String {
-    use std::fmt::Write;
-    let mb = |t: &Throughput| format!("{:.2} MB/s", t.bytes_per_sec / 1e6);
-    let mut out = String::new();
-    let head = reference.map_or(String::new(), |r| {
-        format!("  {:>22}  {:>6}", r.board, "ratio")
-    });
-    let _ = writeln!(out, "{:<30}  {:>22}{head}", "measure", ours.board);
-    let mut row = |name: String, a: String, b: Option<String>, ratio: Option<f64>| {
-        let tail = match (reference, b) {
-            (Some(_), Some(b)) => format!(
-                "  {b:>22}  {:>6}",
-                ratio.map_or("-".into(), |r| format!("{r:.2}"))
-            ),
-            (Some(_), None) => format!("  {:>22}  {:>6}", "n/a", "-"),
-            _ => String::new(),
-        };
-        let _ = writeln!(out, "{name:<30}  {a:>22}{tail}");
-    };
-    let find = |v: &[Throughput], n: usize| v.iter().find(|t| t.clients == n).cloned();
-    for t in &ours.uart_to_clients {
-        let r = reference.and_then(|r| find(&r.uart_to_clients, t.clients));
-        let loss = |t: &Throughput| format!("{}, lost {}", mb(t), t.lost);
-        row(
-            format!("UART -> {} client(s)", t.clients),
-            loss(t),
-            r.as_ref().map(loss),
-            r.as_ref().map(|r| t.bytes_per_sec / r.bytes_per_sec),
-        );
-    }
-    for t in &ours.clients_to_uart {
-        let r = reference.and_then(|r| find(&r.clients_to_uart, t.clients));
-        let show = |t: &Throughput| format!("{}, mixed {}", mb(t), t.mixed_lines.unwrap_or(0));
-        row(
-            format!("{} client(s) -> UART, lines", t.clients),
-            show(t),
-            r.as_ref().map(show),
-            r.as_ref().map(|r| t.bytes_per_sec / r.bytes_per_sec),
-        );
-    }
-    let us = |l: &Latency| format!("{:.0} / {:.0} / {:.0} us", l.p50_us, l.p99_us, l.max_us);
-    row(
-        "round trip p50 / p99 / max".into(),
-        us(&ours.latency),
-        reference.map(|r| us(&r.latency)),
-        // Lower is better: the ratio is theirs over ours, so above 1 means we are faster.
-        reference.map(|r| r.latency.p99_us / ours.latency.p99_us),
-    );
-    if let Some(l) = &ours.line_rate {
-        row(
-            format!("line rate at {} baud", l.baud),
-            format!("{:.1}% of {:.0} B/s", l.share * 100.0, l.line_bytes_per_sec),
-            None,
-            None,
-        );
-    }
-    out
+    Ok(Report::new(plan, machine, relays, rates))
 }
