@@ -1,6 +1,7 @@
-//! The benchmark works beside ser2net and socat, and refuses rates it has no board for. A smoke
-//! run: it checks that every measurement completes and what the relay guarantees, never how
-//! fast anything is.
+//! The benchmark works beside ser2net and socat, and refuses rates it has no board for.
+//!
+//! A smoke run: it checks that every measurement completes and what the relay guarantees,
+//! never how fast anything is.
 
 mod common;
 

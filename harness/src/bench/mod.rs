@@ -1,6 +1,8 @@
-//! Benchmarks: every relay driven through the same hops by one harness, each figure measured in
-//! windows of at least half a second, repeated with the relays interleaved, and reported as min,
-//! median and max, with ratios to ser2net tuned.
+//! Benchmarks: every relay measured the same way, repeated and interleaved, against ser2net.
+//!
+//! One harness drives every relay through the same hops; each figure is measured in windows of
+//! at least half a second, repeated with the relays interleaved, and reported as min, median
+//! and max, with ratios to ser2net tuned.
 
 pub mod measure;
 pub mod report;
@@ -385,4 +387,54 @@ pub async fn run(
         }
     }
     Ok(Report::new(plan, machine, relays, rates))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_are_named_after_their_measurement() {
+        let stems: Vec<String> = Measure::ALL.iter().map(|m| m.stem()).collect();
+        assert_eq!(
+            stems,
+            [
+                "uart_to_1_client",
+                "uart_to_2_clients",
+                "uart_to_4_clients",
+                "1_client_to_uart",
+                "4_clients_to_uart",
+                "round_trip"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_short_window_grows_the_size_within_its_cap() {
+        let plan = Plan::full(5);
+        let m = Measure::Fanout(1);
+        assert_eq!(plan.grow(m, 1000, 0.6), None, "long enough");
+        assert_eq!(plan.grow(m, 1000, 0.25), Some(3000), "towards 0.75 s");
+        assert_eq!(
+            plan.grow(m, 1000, 0.0),
+            Some(16_000),
+            "at most 16 times a step"
+        );
+        assert_eq!(plan.grow(m, 1000, 0.49), Some(1530), "at least 1.5 times");
+        assert_eq!(plan.grow(m, m.cap() - 1, 0.1), Some(m.cap()));
+        assert_eq!(plan.grow(m, m.cap(), 0.1), None, "the cap is the last size");
+        assert_eq!(
+            Plan::smoke().grow(m, 1000, 0.001),
+            None,
+            "a smoke run never grows"
+        );
+    }
+
+    #[test]
+    fn a_paced_measurement_starts_at_a_second_of_the_line() {
+        let plan = Plan::full(5);
+        assert_eq!(plan.initial(Measure::Fanout(4), Some(11_520.0)), 11_520);
+        assert_eq!(plan.initial(Measure::Gather(4), Some(11_520.0)), 45);
+        assert_eq!(plan.initial(Measure::Fanout(4), None), 8 << 20);
+    }
 }

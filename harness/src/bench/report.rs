@@ -1,5 +1,4 @@
-//! The bench's results: each figure's runs and their min, median and max, ratios to the
-//! reference, the JSON document and the text table.
+//! The bench's results: figures, their statistics and ratios, the JSON and the text table.
 
 use std::fmt::Write as _;
 use std::time::Duration;
