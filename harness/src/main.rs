@@ -104,6 +104,46 @@ const FLASH_BAUD_HELP: &str = "Serial rate for flashing, from 9600 to 3000000: t
 takes its rate from the host's SYNC; if it does not answer, the flash falls back to 115200 \
 with a warning";
 
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Also measure ser2net 4 as Debian ships it (ser2net-default) and tuned (ser2net-tuned:
+    /// chardelay false, 64 KiB buffers; the reference of the ratios), and socat (one client,
+    /// the ceiling of a plain copy), each on a pseudo-terminal pair of the harness's own.
+    /// Needs Debian's ser2net and socat.
+    #[arg(long)]
+    with_ser2net: bool,
+
+    /// Measure every figure this many times, the relays interleaved; 1 to 100.
+    #[arg(
+        long,
+        env = "RELAY_HIL_BENCH_REPS",
+        value_name = "N",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..=100)
+    )]
+    reps: u32,
+
+    /// Baud rates of the relay on the chip's terms, repeatable or comma-separated; each needs
+    /// a board profile in fixtures/boards with that uart.baud and the same relay limits as
+    /// --profile [default: 115200,921600 on the virtual board; a NodeMCU's own rate].
+    #[arg(
+        long,
+        env = "RELAY_HIL_BENCH_BAUD",
+        value_name = "RATE",
+        value_delimiter = ','
+    )]
+    baud: Vec<u32>,
+
+    /// Write every figure as JSON to PATH (`-`: stdout, and the table goes to stderr).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+
+    /// A tiny run, once and with short windows, that only checks that every measurement
+    /// works (what CI runs); overrides --reps.
+    #[arg(long)]
+    smoke: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the scenarios and print a table; write transcripts, the serial log and JUnit XML.
@@ -137,25 +177,23 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-    /// Measure throughput, latency and line rate; optionally beside ser2net, in the same run.
+    /// Measure the relay beside ser2net and socat: throughput both ways, round trip, and the
+    /// relay on the chip's terms (a paced UART).
     ///
-    /// Every measurement is bounded in bytes and in time. Ratios are ours over ser2net's (for
-    /// latency, ser2net's p99 over ours): above 1 means this relay is ahead.
+    /// The harness plays the device on the UART and every TCP client, in one process, the same
+    /// way for every relay, each one pseudo-terminal hop away. The virtual board runs unpaced
+    /// and with no modelled WiFi round trip for the throughput figures, and paced at each
+    /// --baud for the chip-terms figures. Every window lasts at least 0.5 s (the size grows
+    /// until it does), every measurement is bounded in bytes and to 60 s. Each rep measures
+    /// every figure on every relay in turn; the table shows min, median and max, and the ratio
+    /// of each median to ser2net-tuned's (for the round trip, theirs over ours): above 1 means
+    /// the relay is ahead.
     Bench {
         #[command(flatten)]
         board: BoardArgs,
 
-        /// Also run ser2net (on a socat pseudo-terminal pair) and measure it the same way.
-        #[arg(long)]
-        with_ser2net: bool,
-
-        /// Write the figures as JSON to PATH (`-` for stdout).
-        #[arg(long, value_name = "PATH")]
-        json: Option<PathBuf>,
-
-        /// A tiny run that only checks that every measurement works.
-        #[arg(long)]
-        smoke: bool,
+        #[command(flatten)]
+        bench: BenchArgs,
     },
     /// Flash a relay image through the ROM serial loader (espflash), reset, and wait for the
     /// banner with the image's build id.
@@ -407,12 +445,7 @@ async fn dispatch(command: Command) -> ExitCode {
             out,
             size,
         } => image(build_id, &out, size),
-        Command::Bench {
-            board,
-            with_ser2net,
-            json,
-            smoke,
-        } => bench(board, with_ser2net, json, smoke).await,
+        Command::Bench { board, bench: b } => bench(board, b).await,
         Command::Scenarios => {
             for s in scenario::ALL {
                 println!("{:<16} {}", s.name, s.about);
@@ -624,77 +657,172 @@ async fn run(
     }
 }
 
-async fn bench(
-    args: BoardArgs,
-    with_ser2net: bool,
-    json: Option<PathBuf>,
-    smoke: bool,
-) -> ExitCode {
-    use relay_hil::bench::{self, Ser2net, Sizes};
-    let sizes = if smoke { Sizes::smoke() } else { Sizes::full() };
-    let spinner = spinner("starting".into());
-    let step = |msg: &str| spinner.set_message(msg.to_owned());
-    let result: Result<(bench::Figures, Option<bench::Figures>), HilError> = async {
-        let mut board = args.open().await?;
-        // The line-rate figure needs a paced UART: a second, paced twin, or the chip itself.
-        let mut paced = match board.kind {
-            "virtual" => {
-                let me = std::env::current_exe().map_err(|e| HilError::VirtualBoard {
-                    reason: e.to_string(),
-                })?;
-                let sel = Selection {
-                    profile: Some(board.profile.source.display().to_string()),
-                    ..Selection::default()
-                };
-                let (target, opts) =
-                    sel.resolve((me, vec!["virtual-board".into(), "--pace".into()]))?;
-                Some(Board::open(&target, &opts).await?)
-            }
-            _ => None,
-        };
-        let baud = board.profile.uart.baud;
-        let mut ours =
-            bench::measure(&mut board, paced.as_mut().map(|b| (b, baud)), &sizes, step).await?;
-        if board.kind == "nodemcu" {
-            // A real UART is paced by the wire: one client's throughput is the line-rate share.
-            if let Some(t) = ours.uart_to_clients.first() {
-                ours.line_rate = Some(bench::LineRate::new(baud, t.bytes_per_sec));
+/// The default rates of the chip-terms figures on the virtual board.
+const BENCH_BAUDS: [u32; 2] = [115_200, 921_600];
+
+/// The paced boards the chip-terms figures need, checked before anything starts: each rate
+/// with the profile that runs `profile`'s relay at it. `Err` is the one line to print.
+fn bench_rates(
+    target: &Target,
+    profile: &relay_core::profile::Profile,
+    asked: &[u32],
+) -> Result<Vec<(u32, relay_core::profile::Profile)>, String> {
+    use relay_core::profile::{Profile, known_profiles};
+    match target {
+        Target::Virtual { .. } => {}
+        Target::Port { .. } => {
+            let own = profile.uart.baud;
+            return match asked {
+                [] => Ok(vec![(own, profile.clone())]),
+                [rate] if *rate == own => Ok(vec![(own, profile.clone())]),
+                _ => Err(format!(
+                    "--baud: a NodeMCU is measured at its own rate, uart.baud {own} of profile {}",
+                    profile.name
+                )),
+            };
+        }
+        Target::Endpoint { .. } if asked.is_empty() => return Ok(Vec::new()),
+        Target::Endpoint { .. } => {
+            return Err("--baud needs the virtual board or a NodeMCU".into());
+        }
+    }
+    // The profile itself first, then the shipped ones that run the same relay.
+    let mut same: Vec<Profile> = vec![profile.clone()];
+    same.extend(
+        known_profiles()
+            .iter()
+            .filter_map(|n| Profile::load(n).ok())
+            .filter(|p| p.relay == profile.relay && p.name != profile.name),
+    );
+    let rates = if asked.is_empty() {
+        &BENCH_BAUDS[..]
+    } else {
+        asked
+    };
+    let mut out = Vec::new();
+    for &rate in rates {
+        match same.iter().find(|p| p.uart.baud == rate) {
+            Some(p) if !out.iter().any(|(r, _)| *r == rate) => out.push((rate, p.clone())),
+            Some(_) => {}
+            None => {
+                let mut have: Vec<u32> = same.iter().map(|p| p.uart.baud).collect();
+                have.sort_unstable();
+                have.dedup();
+                let have: Vec<String> = have.iter().map(u32::to_string).collect();
+                return Err(format!(
+                    "--baud {rate}: no board profile runs {}'s relay at {rate} baud; the rates \
+                     that exist: {}",
+                    profile.name,
+                    have.join(", ")
+                ));
             }
         }
-        drop(paced);
-        drop(board);
-        let reference = if with_ser2net {
-            step("starting ser2net");
-            let dir =
-                std::env::temp_dir().join(format!("relay-hil-ser2net-{}", std::process::id()));
-            let s2n = Ser2net::start(&dir, 4).await?;
+    }
+    Ok(out)
+}
+
+async fn bench(args: BoardArgs, opts: BenchArgs) -> ExitCode {
+    use relay_hil::bench::{self, ChipRig, Machine, Plan, Rig};
+    let plan = if opts.smoke {
+        Plan::smoke()
+    } else {
+        Plan::full(opts.reps as usize)
+    };
+    let (mut target, open) = match args.resolve() {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    let rates = match bench_rates(&target, &open.profile, &opts.baud) {
+        Ok(r) => r,
+        Err(line) => {
+            eprintln!("relay-hil: {line}");
+            return ExitCode::from(2);
+        }
+    };
+    let spinner = spinner("starting".into());
+    let result: Result<bench::Report, HilError> = async {
+        let me = std::env::current_exe().map_err(|e| HilError::VirtualBoard {
+            reason: e.to_string(),
+        })?;
+        // The relay's throughput is the relay's, not a modelled line's or WiFi's.
+        const FAST: [&str; 3] = ["--no-pace", "--rtt-ms", "0"];
+        if let Target::Virtual { args, .. } = &mut target {
+            args.extend(FAST.map(String::from));
+        }
+        spinner.set_message(format!("opening the board ({})", open.profile.name));
+        let board = Board::open(&target, &open).await?;
+        let setup = match board.kind {
+            "virtual" => format!(
+                "virtual-board {} -p {}; the harness opens its pty",
+                FAST.join(" "),
+                open.profile.name
+            ),
+            "nodemcu" => format!(
+                "a NodeMCU on {} at {} baud, profile {}",
+                board.serial.path.display(),
+                open.profile.uart.baud,
+                open.profile.name
+            ),
+            _ => format!(
+                "{} and {}, profile {}",
+                board.serial.path.display(),
+                board.tcp,
+                open.profile.name
+            ),
+        };
+        let real = board.kind == "nodemcu";
+        let mut rigs = vec![Rig::board("relay".into(), setup, board, real)];
+        if opts.with_ser2net {
+            spinner.set_message("starting ser2net and socat");
+            rigs.push(Rig::ser2net(false).await?);
+            rigs.push(Rig::ser2net(true).await?);
+            rigs.push(Rig::socat().await?);
+        }
+        let mut chip = Vec::new();
+        for (baud, profile) in rates {
+            if real {
+                chip.push(ChipRig {
+                    baud,
+                    profile: profile.name.clone(),
+                    rig: None,
+                });
+                continue;
+            }
+            spinner.set_message(format!("opening a paced board ({})", profile.name));
             let sel = Selection {
-                serial: Some(s2n.serial.clone()),
-                addr: Some(s2n.addr.to_string()),
-                profile: Some("ser2net".into()),
+                profile: Some(profile.source.display().to_string()),
                 ..Selection::default()
             };
-            let (target, opts) = sel.resolve((PathBuf::new(), Vec::new()))?;
-            let mut b = Board::open(&target, &opts).await?;
-            let mut f = bench::measure(&mut b, None, &sizes, step).await?;
-            f.board = format!("ser2net {}", s2n.version);
-            Some(f)
-        } else {
-            None
-        };
-        Ok((ours, reference))
+            let (t, o) =
+                sel.resolve((me.clone(), vec!["virtual-board".into(), "--pace".into()]))?;
+            let board = Board::open(&t, &o).await?;
+            let setup = format!("virtual-board --pace -p {}", profile.name);
+            chip.push(ChipRig {
+                baud,
+                profile: profile.name.clone(),
+                rig: Some(Rig::board(format!("relay-{baud}"), setup, board, true)),
+            });
+        }
+        bench::run(&mut rigs, &mut chip, &plan, Machine::here(), |msg| {
+            spinner.set_message(msg.to_owned())
+        })
+        .await
     }
     .await;
     spinner.finish_and_clear();
-    let (ours, reference) = match result {
-        Ok(f) => f,
+    let report = match result {
+        Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    print!("{}", bench::table(&ours, reference.as_ref()));
-    if let Some(path) = json {
-        let doc = serde_json::json!({ "relay": ours, "reference": reference, "smoke": smoke });
-        let text = serde_json::to_string_pretty(&doc).expect("figures serialise");
-        let written = if path.as_os_str() == "-" {
+    let to_stdout = opts.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    if to_stdout {
+        eprint!("{}", report.table());
+    } else {
+        print!("{}", report.table());
+    }
+    if let Some(path) = opts.json {
+        let text = serde_json::to_string_pretty(&report.json()).expect("figures serialise");
+        let written = if to_stdout {
             println!("{text}");
             Ok(())
         } else {

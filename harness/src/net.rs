@@ -105,6 +105,22 @@ impl Client {
         (std::mem::take(&mut self.pending), None)
     }
 
+    /// Whatever arrives next, into `buf`: `Some(0)` when the peer closed or reset, `None` at the
+    /// deadline. For streams too long to keep: nothing is retained.
+    pub async fn read_some(&mut self, buf: &mut [u8], deadline: Instant) -> Option<usize> {
+        if !self.pending.is_empty() {
+            let n = buf.len().min(self.pending.len());
+            buf[..n].copy_from_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            return Some(n);
+        }
+        match tokio::time::timeout_at(deadline.into(), self.stream.read(buf)).await {
+            Err(_) => None,
+            Ok(Ok(n)) => Some(n),
+            Ok(Err(_)) => Some(0),
+        }
+    }
+
     /// Exactly `n` bytes, or fewer if the peer closed or the deadline passed.
     pub async fn bytes(&mut self, n: usize, deadline: Instant) -> Vec<u8> {
         let (mut got, _) = self.read_until(deadline, |b| b.len() >= n).await;

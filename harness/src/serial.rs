@@ -201,6 +201,8 @@ pub struct Serial {
     pending: Vec<u8>,
     /// Every byte received since the port was opened, for the run's serial log.
     log: Vec<u8>,
+    /// Whether received bytes go to `log`: a benchmark moves too much to keep.
+    logging: bool,
 }
 
 impl Serial {
@@ -227,6 +229,7 @@ impl Serial {
             io,
             pending: Vec::new(),
             log: Vec::new(),
+            logging: true,
         })
     }
 
@@ -256,7 +259,9 @@ impl Serial {
             Ok(Ok(0)) => Err(self.io_err(std::io::ErrorKind::UnexpectedEof.into())),
             Ok(Ok(n)) => {
                 self.pending.extend_from_slice(&buf[..n]);
-                self.log.extend_from_slice(&buf[..n]);
+                if self.logging {
+                    self.log.extend_from_slice(&buf[..n]);
+                }
                 Ok(true)
             }
             Ok(Err(e)) => Err(self.io_err(e)),
@@ -328,6 +333,11 @@ impl Serial {
         };
         self.port.write_data_terminal_ready(dtr).map_err(e)?;
         self.port.write_request_to_send(rts).map_err(e)
+    }
+
+    /// Keeps received bytes for [`Serial::log`] (the default), or stops keeping them.
+    pub fn set_logging(&mut self, on: bool) {
+        self.logging = on;
     }
 
     pub fn log(&self) -> &[u8] {
