@@ -135,9 +135,10 @@ fn bench_smoke_beside_ser2net_and_socat() {
     assert_eq!(bauds, [115_200, 921_600]);
     for rate in rates {
         let figures = &rate["figures"];
+        // A smoke window lasts a few dozen characters: allow one of them for where it starts.
         for f in ["uart_to_4_clients_share", "4_clients_to_uart_share"] {
             let share = stat(&figures[f], "max");
-            assert!(share > 0.0 && share <= 1.0 + 1e-3, "{f}: {}", figures[f]);
+            assert!(share > 0.0 && share <= 1.01, "{f}: {}", figures[f]);
         }
         assert_eq!(runs(&figures["uart_to_4_clients_share"], "lost_bytes"), [0]);
         assert_eq!(runs(&figures["4_clients_to_uart_share"], "lost_lines"), [0]);

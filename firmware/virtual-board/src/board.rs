@@ -1,5 +1,5 @@
-//! The board: its UART and the wire's pace, the NodeMCU reset circuit, the ROM (boot checks and
-//! serial loader), the flash, and the firmware, which runs as its own process on the host layer.
+//! The board: its UART line, the NodeMCU reset circuit, the ROM (boot checks and serial loader),
+//! the flash, and the firmware, which runs as its own process on the host layer.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -14,9 +14,9 @@ use arduino_host::{Executable, Options as FirmwareOptions, Page, Program, Runnin
 use relay_core::provision::{self, Wifi};
 use tokio::io::unix::AsyncFd;
 
-use crate::pace::Pacer;
 use crate::rfc2217;
 use crate::rom::{self, After, Loader};
+use crate::wire::{Direction, Rate};
 
 /// The board's flash file, written block by block as a flasher sends it.
 struct FileFlash<'a>(&'a File);
@@ -79,6 +79,15 @@ pub fn check_flash_file(path: &std::path::Path) -> Result<(), String> {
 
 /// Most bytes moved from the pseudo-terminal at once.
 const READ_CHUNK: usize = 4096;
+/// Bytes the host side holds for the pseudo-terminal: about what the kernel's tty buffers and a
+/// USB-serial adapter hold for a host that does not read. Paced, the chip never waits, so what
+/// does not fit is lost; unpaced, the firmware waits instead.
+const STAGE_MAX: usize = 64 << 10;
+/// How far ahead of the wire the board reads the host's bytes, so that a late wake-up never
+/// leaves the line idle.
+const LOOKAHEAD: Duration = Duration::from_millis(5);
+/// The ROM's rate: the divider for 115200 from a 40 MHz crystal, run from the board's 26 MHz.
+pub const ROM_BAUD: u32 = 74_880;
 /// How often the board looks at the firmware process while nothing else happens.
 pub const TICK: Duration = Duration::from_millis(20);
 /// Pump passes before the loop yields to control work.
@@ -127,6 +136,19 @@ pub enum Chip {
     Halted,
 }
 
+/// What sets the rate the chip's UART runs at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChipUart {
+    /// The ROM, at [`ROM_BAUD`], until something else sets it.
+    Rom,
+    /// The ROM loader, which took the host's rate from the first bytes it saw (autobaud).
+    Loader(u32),
+    /// A flasher stub's CHANGE_BAUDRATE, exactly.
+    Stub(u32),
+    /// The firmware's `Serial.begin`, at the ESP8266's divider for it.
+    Firmware(u32),
+}
+
 /// The firmware side of the board: which build runs, and what it shares with the board.
 pub struct Firmware {
     pub program: &'static Program,
@@ -145,23 +167,22 @@ struct Process {
 
 pub struct Board {
     uart: AsyncFd<OwnedFd>,
-    /// Bytes on their way to the wire: the ROM's messages and the firmware's output.
+    paced: bool,
+    /// The chip's transmitter to the host's receiver, and the other way.
+    to_host: Direction,
+    to_chip: Direction,
+    /// What the host's receiver has taken, on its way to the pseudo-terminal.
     tx: VecDeque<u8>,
-    /// How many bytes at the front of `tx` the ROM put there: the rest left the firmware's
-    /// transmit FIFO, which hears about each byte the wire takes.
-    rom_bytes: usize,
-    tx_pace: Option<Pacer>,
-    rx_pace: Option<Pacer>,
-    /// The rate the UART runs at now, and the one every reset brings back.
-    baud: u32,
-    reset_baud: u32,
-    /// A rate the loader asked for, and how many queued bytes must leave before it applies.
-    baud_after: Option<(usize, u32)>,
+    /// Bytes the host's port lost because nobody read it (paced only).
+    tx_lost: u64,
+    chip_uart: ChipUart,
+    /// The host's rate: what an RFC 2217 client set, or the pseudo-terminal's termios.
+    host_baud: u32,
+    /// Test fault: the ROM's autobaud cannot lock onto rates above this.
+    autobaud_max: Option<u32>,
     uart_buf: Box<[u8]>,
     /// The last pump stopped early with work left: do not sleep.
     busy: bool,
-    /// A paced read took all the wire allowed: more may be waiting on the UART.
-    rx_starved: bool,
     /// The last UART read found nothing: read again only once the UART signals data.
     rx_idle: bool,
     /// Set by `ready()` when the UART signals data (it cannot take `&mut self`).
@@ -169,6 +190,8 @@ pub struct Board {
     lines: Lines,
     chip: Chip,
     boot_at: Option<Instant>,
+    /// The board's clock: wire times are nanoseconds since this.
+    epoch: Instant,
     /// The flash file, when the board has one; without one it boots its built-in relay from
     /// a flash in memory, which the loader cannot write.
     flash_path: Option<PathBuf>,
@@ -180,41 +203,48 @@ pub struct Board {
     exe: Option<(String, Executable)>,
     process: Option<Process>,
     build: Option<String>,
-    /// The RFC 2217 client that holds the serial line, if one is connected.
+    /// The ROM's jump to a relay image: when, and the build.
+    jump: Option<(f64, String)>,
+    /// The RFC 2217 client that holds the serial line, if one is connected, and the rate it
+    /// set.
     rfc: Option<rfc2217::Port>,
+    rfc_baud: Option<u32>,
 }
 
 impl Board {
+    /// A board on `uart`, a pseudo-terminal's master whose termios give the host's rate.
     pub fn new(
         uart: OwnedFd,
-        baud: u32,
         paced: bool,
         flash_path: Option<PathBuf>,
         firmware: Firmware,
     ) -> io::Result<Board> {
-        let clock = Instant::now();
         let flash = match &flash_path {
             Some(p) => std::fs::OpenOptions::new().read(true).write(true).open(p)?,
             None => built_in_flash(&firmware.options.network)?,
         };
+        let host_baud = crate::pty::speed(&uart)?;
+        let rom = Rate::nominal(ROM_BAUD);
+        let host = Rate::nominal(host_baud);
         let mut board = Board {
             // SAFETY: an OwnedFd stays open and names the same file until the AsyncFd drops it.
             uart: unsafe { AsyncFd::register(uart) }?,
+            paced,
+            to_host: Direction::new(paced, rom, host),
+            to_chip: Direction::new(paced, host, rom),
             tx: VecDeque::new(),
-            rom_bytes: 0,
-            tx_pace: paced.then(|| Pacer::new(baud, clock)),
-            rx_pace: paced.then(|| Pacer::new(baud, clock)),
-            baud,
-            reset_baud: baud,
-            baud_after: None,
+            tx_lost: 0,
+            chip_uart: ChipUart::Rom,
+            host_baud,
+            autobaud_max: None,
             uart_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             busy: false,
-            rx_starved: false,
             rx_idle: false,
             uart_readable: std::cell::Cell::new(false),
             lines: Lines::default(),
             chip: Chip::Held,
             boot_at: None,
+            epoch: Instant::now(),
             flash_path,
             flash,
             loader: Loader::default(),
@@ -223,10 +253,80 @@ impl Board {
             exe: None,
             process: None,
             build: None,
+            jump: None,
             rfc: None,
+            rfc_baud: None,
         };
         board.boot(1);
         Ok(board)
+    }
+
+    /// Nanoseconds on the board's clock.
+    fn now(&self) -> f64 {
+        self.epoch.elapsed().as_nanos() as f64
+    }
+
+    fn instant(&self, ns: f64) -> Instant {
+        self.epoch + Duration::from_nanos(ns.max(0.0) as u64)
+    }
+
+    /// The rate the chip's UART runs at now.
+    fn chip_rate(&self) -> Rate {
+        match self.chip_uart {
+            ChipUart::Rom => Rate::nominal(ROM_BAUD),
+            ChipUart::Loader(b) | ChipUart::Stub(b) => Rate::nominal(b),
+            ChipUart::Firmware(b) => Rate::esp8266(b),
+        }
+    }
+
+    /// The nominal rate of the chip's UART: what was asked of it.
+    pub fn baud(&self) -> u32 {
+        match self.chip_uart {
+            ChipUart::Rom => ROM_BAUD,
+            ChipUart::Loader(b) | ChipUart::Stub(b) | ChipUart::Firmware(b) => b,
+        }
+    }
+
+    /// The rate of the host's serial port: an RFC 2217 client's, or the pseudo-terminal's.
+    pub fn host_baud(&self) -> u32 {
+        self.host_baud
+    }
+
+    /// Bytes of the chip's output the host's port lost since the board started, because
+    /// nobody read it.
+    pub fn host_lost(&self) -> u64 {
+        self.tx_lost
+    }
+
+    /// Test fault: the ROM loader's autobaud locks only onto rates up to `max` (None: any),
+    /// as behind a marginal cable or bridge.
+    pub fn set_autobaud_max(&mut self, max: Option<u32>) {
+        self.autobaud_max = max;
+    }
+
+    /// Reads the host's rate and the chip's, and sets both directions of the line to them.
+    fn sync_rates(&mut self) {
+        let host = match self.rfc_baud {
+            Some(b) => b,
+            None => crate::pty::speed(self.uart.get_ref()).unwrap_or(self.host_baud),
+        };
+        if host != self.host_baud {
+            tracing::info!(baud = host, "host's port rate");
+            self.host_baud = host;
+        }
+        if let ChipUart::Rom | ChipUart::Firmware(_) = self.chip_uart
+            && let Some(b) = self.page.uart_baud().filter(|_| self.process.is_some())
+        {
+            if self.chip_uart != ChipUart::Firmware(b) {
+                tracing::info!(baud = b, "the firmware's UART rate");
+            }
+            self.chip_uart = ChipUart::Firmware(b);
+        }
+        let (chip, host) = (self.chip_rate(), Rate::nominal(self.host_baud));
+        self.to_host.set_tx(chip);
+        self.to_host.set_rx(host);
+        self.to_chip.set_tx(host);
+        self.to_chip.set_rx(chip);
     }
 
     /// The ROM's reset message (cause 1: power-on, 2: EN pin; boot mode (3,6): flash, (1,7):
@@ -235,14 +335,31 @@ impl Board {
         let text = format!(
             "\r\n ets Jan  8 2013,rst cause:{cause}, boot mode:({boot_mode})\r\n\r\n{then}"
         );
-        self.rom_push(text.as_bytes());
+        self.chip_sends(text.as_bytes());
     }
 
-    /// Queues bytes the ROM sends (its messages, the loader's replies). The ROM speaks only
-    /// while no firmware runs, and a reset empties the queue, so its bytes come first.
-    fn rom_push(&mut self, bytes: &[u8]) {
-        Self::tx_push(&mut self.tx, &mut self.tx_pace, bytes);
-        self.rom_bytes += bytes.len();
+    /// Puts the chip's bytes on the wire (the ROM's messages, the loader's replies, the
+    /// firmware's output), at the rate the chip's UART runs at now (the firmware may have just
+    /// begun it); what the host's port has received so far moves on.
+    fn chip_sends(&mut self, bytes: &[u8]) {
+        // The host's receiver reads what is due at the rate it has now.
+        self.sync_rates();
+        let now = self.now();
+        self.to_host.transmit(now, bytes, &mut self.tx);
+        self.bound_stage();
+    }
+
+    /// Paced, a host that does not read its port loses what no buffer holds, as a tty does:
+    /// the newest bytes.
+    fn bound_stage(&mut self) {
+        if self.paced && self.tx.len() > STAGE_MAX {
+            let lost = self.tx.len() - STAGE_MAX;
+            if self.tx_lost == 0 {
+                tracing::warn!("nobody reads the serial port: its buffer is full, bytes are lost");
+            }
+            self.tx_lost += lost as u64;
+            self.tx.truncate(STAGE_MAX);
+        }
     }
 
     /// Boots from flash (GPIO0 high): the ROM checks the image there, and only an image that
@@ -257,19 +374,32 @@ impl Board {
     fn boot_from_flash(&mut self) {
         match self.image_in_flash() {
             Ok(id) => {
-                if let Err(e) = self.start_firmware(&id) {
-                    tracing::error!("cannot start the firmware: {e}");
-                    self.chip = Chip::Halted;
-                    return;
-                }
-                tracing::info!(build = %id, env = self.firmware.program.env, "booted the relay firmware");
+                // The ROM prints before it loads the image and jumps to it: the firmware starts
+                // once its text has left the wire.
+                self.chip = Chip::Booting;
+                self.jump = Some((self.to_host.free_at(), id));
             }
             Err(rom) => {
                 self.chip = Chip::Halted;
-                self.rom_push(rom.as_bytes());
+                self.chip_sends(rom.as_bytes());
                 tracing::info!("booted: no relay in flash");
             }
         }
+    }
+
+    /// The ROM jumps to the image it loaded, once it has finished printing.
+    fn jump_if_due(&mut self) {
+        let due = self.jump.as_ref().is_some_and(|(at, _)| self.now() >= *at);
+        if !due {
+            return;
+        }
+        let (_, id) = self.jump.take().expect("due");
+        if let Err(e) = self.start_firmware(&id) {
+            tracing::error!("cannot start the firmware: {e}");
+            self.chip = Chip::Halted;
+            return;
+        }
+        tracing::info!(build = %id, env = self.firmware.program.env, "booted the relay firmware");
     }
 
     fn start_firmware(&mut self, id: &str) -> Result<(), arduino_host::Error> {
@@ -333,31 +463,26 @@ impl Board {
     fn hold(&mut self) {
         self.process = None;
         self.build = None;
+        self.jump = None;
+        // What is still on the wire stops with the transmitter.
+        self.to_host = Direction::new(
+            self.paced,
+            Rate::nominal(ROM_BAUD),
+            Rate::nominal(self.host_baud),
+        );
+        self.to_chip = Direction::new(
+            self.paced,
+            Rate::nominal(self.host_baud),
+            Rate::nominal(ROM_BAUD),
+        );
         self.tx.clear();
-        self.rom_bytes = 0;
         self.chip = Chip::Held;
         self.boot_at = None;
-        // A reset ends any stub that changed the rate; the ROM starts at the board's own.
-        self.set_baud(self.reset_baud);
-    }
-
-    /// Paces the wire at a new rate, both ways.
-    fn set_baud(&mut self, baud: u32) {
-        self.baud_after = None;
-        if baud == self.baud {
-            return;
-        }
-        tracing::info!(baud, "uart rate");
-        self.baud = baud;
-        let now = Instant::now();
-        for pace in [&mut self.tx_pace, &mut self.rx_pace].into_iter().flatten() {
-            *pace = Pacer::new(baud, now);
-        }
-    }
-
-    /// The rate the UART runs at now.
-    pub fn baud(&self) -> u32 {
-        self.baud
+        // A reset ends any stub that changed the rate and any rate the loader took: the ROM
+        // starts at its own.
+        self.chip_uart = ChipUart::Rom;
+        self.page.uart_off();
+        self.sync_rates();
     }
 
     /// EN high: the ROM starts (cause 2, the EN pin).
@@ -428,9 +553,11 @@ impl Board {
         self.chip == Chip::Loader && self.loader.stub_running()
     }
 
-    /// The running relay's build id, if a relay runs.
+    /// The build id of the relay that runs, or that the ROM is about to jump to.
     pub fn build_id(&self) -> Option<&str> {
-        self.build.as_deref()
+        self.build
+            .as_deref()
+            .or(self.jump.as_ref().map(|(_, id)| id.as_str()))
     }
 
     /// The host layer's counters: what the firmware did that the chip must never do in loop(),
@@ -448,9 +575,11 @@ impl Board {
         self.rfc.is_some()
     }
 
-    /// An RFC 2217 client connects: until it leaves, it is the board's serial line.
+    /// An RFC 2217 client connects: until it leaves, it is the board's serial line, at the
+    /// pseudo-terminal's rate until it sets its own.
     pub fn attach(&mut self, port: rfc2217::Port) {
         self.rfc = Some(port);
+        self.rfc_baud = None;
     }
 
     /// Moves every byte that can move without waiting. Returns when nothing more can.
@@ -459,8 +588,11 @@ impl Board {
             self.release();
         }
         self.watch_firmware();
+        self.sync_rates();
         for _ in 0..PASSES {
+            self.jump_if_due();
             let progress = self.read_uart()
+                | self.deliver()
                 | self.feed_firmware()
                 | self.drain_firmware()
                 | self.write_uart()
@@ -486,80 +618,103 @@ impl Board {
         }
     }
 
+    /// Puts the host's bytes on the wire. Paced, they cross it at the host's rate whether or
+    /// not the firmware keeps up, and its receive ring overruns as the chip's; the board reads
+    /// only a little ahead of the wire, so the pseudo-terminal pushes back at the line rate.
+    /// Unpaced, the wire is infinitely fast but waits for the firmware to take what it
+    /// carries.
     fn read_uart(&mut self) -> bool {
-        let now = Instant::now();
         // An RFC 2217 client's bytes cross the wire before the pseudo-terminal's.
         let net = self.rfc.as_ref().is_some_and(|p| p.rx_waiting());
         if self.rx_idle && !net {
             if !self.uart_readable.replace(false) {
                 return false;
             }
-            // Data has just arrived: the wire starts carrying it now, with no idle credit.
-            if let Some(p) = self.rx_pace.as_mut() {
-                p.idle(now);
-            }
             self.rx_idle = false;
         }
-        // Unpaced, the wire is infinitely fast but waits for the firmware to take what it
-        // carries, so the pseudo-terminal pushes back; paced, bytes arrive at the line rate
-        // whether or not the firmware keeps up, and its receive ring overruns as the chip's.
-        let backlog = self.process.as_ref().map_or(0, |p| p.to_chip.len());
-        let budget = match self.rx_pace.as_mut() {
-            Some(p) => p.available(now),
-            None if backlog > 0 => 0,
-            None => usize::MAX,
+        let now = self.now();
+        let n = if self.paced {
+            let ahead = (self.to_chip.free_at() - now).max(0.0);
+            let room =
+                (LOOKAHEAD.as_nanos() as f64 - ahead) * self.to_chip.tx().bytes_per_sec() / 1e9;
+            if room < 1.0 { 0 } else { room as usize }
+        } else {
+            let backlog = self.process.as_ref().map_or(0, |p| p.to_chip.len());
+            if backlog > 0 || self.to_chip.on_wire() > 0 {
+                0
+            } else {
+                usize::MAX
+            }
         };
-        let n = budget.min(self.uart_buf.len());
-        self.rx_starved = n == 0 && self.rx_pace.is_some();
+        let n = n.min(self.uart_buf.len());
         if n == 0 {
             return false;
         }
-        if let Some(port) = self.rfc.as_mut().filter(|_| net) {
-            let got = port.take_rx(&mut self.uart_buf[..n]);
-            if let Some(p) = self.rx_pace.as_mut() {
-                p.spend(got);
-                self.rx_starved = got == n;
-            }
-            self.receive(got);
-            return true;
-        }
-        match nix::unistd::read(self.uart.get_ref(), &mut self.uart_buf[..n]) {
-            Ok(0) | Err(nix::errno::Errno::EAGAIN) => {
-                self.rx_idle = true;
-                false
-            }
-            Ok(got) => {
-                if let Some(p) = self.rx_pace.as_mut() {
-                    p.spend(got);
-                    self.rx_starved = got == n;
+        let got = if let Some(port) = self.rfc.as_mut().filter(|_| net) {
+            port.take_rx(&mut self.uart_buf[..n])
+        } else {
+            match nix::unistd::read(self.uart.get_ref(), &mut self.uart_buf[..n]) {
+                Ok(0) | Err(nix::errno::Errno::EAGAIN) => {
+                    self.rx_idle = true;
+                    return false;
                 }
-                // Fewer bytes than asked for: the UART is drained, and idle until it signals.
-                self.rx_idle = got < n;
-                self.receive(got);
-                true
+                Ok(got) => {
+                    // Fewer bytes than asked for: the UART is drained, and idle until it
+                    // signals.
+                    self.rx_idle = got < n;
+                    got
+                }
+                Err(e) => {
+                    tracing::warn!("uart read: {e}");
+                    return false;
+                }
             }
-            Err(e) => {
-                tracing::warn!("uart read: {e}");
-                false
+        };
+        // The ROM loader takes its rate from the first bytes it sees (autobaud), when it can.
+        if self.chip == Chip::Loader && self.chip_uart == ChipUart::Rom {
+            let host = self.host_baud;
+            if self.autobaud_max.is_none_or(|max| host <= max) {
+                tracing::info!(baud = host, "the ROM loader took the host's rate");
+                self.chip_uart = ChipUart::Loader(host);
+                self.sync_rates();
             }
         }
+        self.to_chip.send(now, &self.uart_buf[..got]);
+        true
     }
 
-    /// The first `got` bytes of `uart_buf` have crossed the wire: whatever runs takes them.
-    fn receive(&mut self, got: usize) {
+    /// Hands whatever has crossed the wire by now to its receiver: the host's bytes to what
+    /// runs on the chip, the chip's to the host's port.
+    fn deliver(&mut self) -> bool {
+        let now = self.now();
+        let mut arrived = Vec::new();
+        let to_chip = self.to_chip.receive(now, &mut arrived);
+        if to_chip > 0 {
+            self.receive(&arrived);
+        }
+        let to_host = self.to_host.receive(now, &mut self.tx);
+        self.bound_stage();
+        to_chip + to_host > 0
+    }
+
+    /// Bytes that crossed the wire to the chip: whatever runs takes them.
+    fn receive(&mut self, bytes: &[u8]) {
         match self.chip {
             Chip::Running => {
                 if let Some(p) = self.process.as_mut() {
-                    p.to_chip.extend(&self.uart_buf[..got]);
+                    p.to_chip.extend(bytes);
                 }
             }
             Chip::Loader => {
                 let mut file = self.flash_path.as_ref().map(|_| FileFlash(&self.flash));
                 let flash = file.as_mut().map(|f| f as &mut dyn rom::Flash);
-                let (reply, after) = self.loader.input(&self.uart_buf[..got], flash);
-                self.rom_push(&reply);
+                let (reply, after) = self.loader.input(bytes, flash);
+                self.chip_sends(&reply);
+                // A stub's new rate applies once its reply is on the wire at the old one.
                 if let Some(baud) = self.loader.take_baud() {
-                    self.baud_after = Some((self.tx.len(), baud));
+                    tracing::info!(baud, "the flasher stub's UART rate");
+                    self.chip_uart = ChipUart::Stub(baud);
+                    self.sync_rates();
                 }
                 match after {
                     After::Stay => {}
@@ -569,10 +724,19 @@ impl Board {
                     // hardware reset: the chip comes back into its loader, as
                     // esp8266/Arduino#1722 shows ("rst cause:2, boot mode:(1,7)").
                     After::Reboot => {
-                        let reply = std::mem::take(&mut self.tx);
+                        let wire = std::mem::replace(
+                            &mut self.to_host,
+                            Direction::new(
+                                self.paced,
+                                Rate::nominal(ROM_BAUD),
+                                Rate::nominal(ROM_BAUD),
+                            ),
+                        );
+                        let staged = std::mem::take(&mut self.tx);
                         self.hold();
-                        self.tx = reply;
-                        self.rom_bytes = self.tx.len();
+                        // The reply was already on its way out when the chip restarted.
+                        self.to_host = wire;
+                        self.tx = staged;
                         self.enter_loader(2);
                     }
                 }
@@ -602,43 +766,34 @@ impl Board {
         progress
     }
 
-    /// Takes what the firmware put in its transmit FIFO: never more than the FIFO holds.
+    /// Takes what left the firmware's transmit FIFO and puts it on the wire. The firmware
+    /// times its FIFO itself, at the rate its page names; unpaced, a port nobody reads holds
+    /// the firmware back instead.
     fn drain_firmware(&mut self) -> bool {
+        if !self.paced && self.tx.len() >= STAGE_MAX {
+            return false;
+        }
         let Some(p) = self.process.as_mut() else {
             return false;
         };
-        let mut buf = [0u8; 4096];
+        let mut buf = [0u8; 16384];
         match nix::unistd::read(p.link.get_ref(), &mut buf) {
             Ok(n) if n > 0 => {
-                Self::tx_push(&mut self.tx, &mut self.tx_pace, &buf[..n]);
+                self.chip_sends(&buf[..n]);
                 true
             }
             _ => false,
         }
     }
 
-    /// Queues bytes for the UART. An empty stage means an idle wire: it starts carrying now.
-    fn tx_push(tx: &mut VecDeque<u8>, pace: &mut Option<Pacer>, bytes: &[u8]) {
-        if tx.is_empty()
-            && let Some(p) = pace.as_mut()
-        {
-            p.idle(Instant::now());
-        }
-        tx.extend(bytes);
-    }
-
     fn write_uart(&mut self) -> bool {
         let mut progress = false;
         while !self.tx.is_empty() {
-            let budget = self
-                .tx_pace
-                .as_mut()
-                .map_or(usize::MAX, |p| p.available(Instant::now()));
             // While an RFC 2217 client holds the line, the wire waits for it as it waits for
             // the pseudo-terminal otherwise.
             let room = self.rfc.as_ref().map_or(usize::MAX, |p| p.uart_room());
             let chunk = self.tx.make_contiguous();
-            let chunk = &chunk[..chunk.len().min(budget).min(room)];
+            let chunk = &chunk[..chunk.len().min(room)];
             if chunk.is_empty() {
                 break;
             }
@@ -659,18 +814,7 @@ impl Board {
             }
             match written {
                 Ok(n) => {
-                    if let Some(p) = self.tx_pace.as_mut() {
-                        p.spend(n);
-                    }
                     self.tx.drain(..n);
-                    if let Some((left, baud)) = self.baud_after {
-                        match left.saturating_sub(n) {
-                            0 => self.set_baud(baud),
-                            left => self.baud_after = Some((left, baud)),
-                        }
-                    }
-                    let rom = n.min(self.rom_bytes);
-                    self.rom_bytes -= rom;
                     progress = true;
                 }
                 Err(nix::errno::Errno::EAGAIN) => break,
@@ -693,15 +837,20 @@ impl Board {
         if let Some(t) = self.boot_at {
             at = at.min(t);
         }
-        if let Some(p) = &self.tx_pace
-            && !self.tx.is_empty()
-        {
-            at = at.min(now + p.wait_for(self.tx.len()));
+        if let Some((jump, _)) = &self.jump {
+            at = at.min(self.instant(*jump));
         }
-        if let Some(p) = &self.rx_pace
-            && self.rx_starved
+        for due in [self.to_host.next_due(), self.to_chip.next_due()]
+            .into_iter()
+            .flatten()
         {
-            at = at.min(now + p.wait_for(crate::pace::FIFO / 4));
+            at = at.min(self.instant(due));
+        }
+        // Paced, the board reads the host's bytes a little ahead of the wire: once half of
+        // that is used up, it reads more.
+        if self.paced && !self.rx_idle {
+            let refill = self.to_chip.free_at() - LOOKAHEAD.as_nanos() as f64 / 2.0;
+            at = at.min(self.instant(refill));
         }
         at
     }
@@ -755,16 +904,7 @@ impl Board {
         let Some(mut port) = self.rfc.take() else {
             return false;
         };
-        let was_waiting = port.rx_waiting();
         let progress = port.serve(self);
-        // Bytes arriving on an idle wire start crossing now, with no idle credit.
-        if !was_waiting
-            && port.rx_waiting()
-            && self.rx_idle
-            && let Some(p) = self.rx_pace.as_mut()
-        {
-            p.idle(Instant::now());
-        }
         if port.finished() {
             tracing::info!("RFC 2217 client {} left the serial line", port.peer());
             if port.pty_dropped > 0 {
@@ -773,15 +913,18 @@ impl Board {
                     port.pty_dropped
                 );
             }
+            self.rfc_baud = None;
         } else {
             self.rfc = Some(port);
         }
+        self.sync_rates();
         progress
     }
 }
 
 /// An RFC 2217 client moves the adapter's modem lines as the control socket does, and sets
-/// the UART's rate as a flasher's CHANGE_BAUDRATE does: until the next reset.
+/// the rate of the adapter's port: the host's side of the line, which the chip's UART must
+/// match to be understood.
 impl rfc2217::Line for Board {
     fn dtr(&self) -> bool {
         self.lines.dtr
@@ -796,10 +939,12 @@ impl rfc2217::Line for Board {
         self.set_lines(Lines { rts, ..self.lines });
     }
     fn baud(&self) -> u32 {
-        self.baud
+        self.rfc_baud.unwrap_or(self.host_baud)
     }
     fn set_baud(&mut self, baud: u32) {
-        Board::set_baud(self, baud);
+        self.rfc_baud = Some(baud);
+        self.host_baud = baud;
+        self.sync_rates();
     }
 }
 

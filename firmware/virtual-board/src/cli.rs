@@ -34,17 +34,20 @@ pub struct Cli {
     #[arg(long, default_value_t = 0)]
     rfc2217_port: u16,
 
-    /// Pace the UART at the baud rate, both ways, as a real 8N1 line is
-    /// [default: the profile's uart.pace].
+    /// Pace the UART line, both ways, as a real 8N1 line is: each side transmits at its own
+    /// rate (the host's port at its termios rate, the chip at what its code set) and a
+    /// receiver at another rate reads garbage [default: the profile's uart.pace].
     #[arg(long, conflicts_with = "no_pace")]
     pace: bool,
 
     /// Do not pace the UART: an infinitely fast line that waits for the firmware to take each
-    /// byte. Faster than any chip: a burst can outrun what lwIP sends to clients.
+    /// byte (rates that disagree still garble). Faster than any chip: a burst can outrun what
+    /// lwIP sends to clients, and the relay then drops for them.
     #[arg(long)]
     no_pace: bool,
 
-    /// Baud rate for pacing [default: the profile's uart.baud].
+    /// The rate the serial port starts at, as an adapter is left by its last user; whoever
+    /// opens it may set another [default: the profile's uart.baud, the firmware's rate].
     #[arg(long)]
     baud: Option<u32>,
 

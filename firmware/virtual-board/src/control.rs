@@ -33,12 +33,17 @@ pub enum Command {
     Power(bool),
     /// The host layer's counters: blocking waits, UART overruns, connections lwIP reset.
     Counters,
-    /// The UART's rate now: a flasher's stub may have changed it until the next reset.
+    /// The rates of the line's two ends: the chip's UART (the ROM's 74880, the rate its
+    /// loader took, a stub's, or the firmware's) and the host's port.
     Baud,
+    /// Fault: the ROM loader's autobaud locks only onto rates up to this (0: any), as behind a
+    /// marginal cable or bridge.
+    Autobaud(u32),
     Help,
 }
 
-pub const HELP: &str = "commands: reset, dtr 0|1, rts 0|1, power 0|1, counters, baud, help";
+pub const HELP: &str =
+    "commands: reset, dtr 0|1, rts 0|1, power 0|1, counters, baud, autobaud MAX|0, help";
 
 impl Command {
     pub fn parse(line: &str) -> Result<Command, String> {
@@ -58,6 +63,12 @@ impl Command {
             ["power", l] => level(l).map(Command::Power),
             ["counters"] => Ok(Command::Counters),
             ["baud"] => Ok(Command::Baud),
+            ["autobaud", max] => max.parse().map(Command::Autobaud).map_err(|_| {
+                format!(
+                    "err autobaud takes a rate in baud, or 0, not {}",
+                    quote(max)
+                )
+            }),
             ["help"] => Ok(Command::Help),
             _ => Err(format!(
                 "err unknown command {}; {HELP}",
@@ -208,6 +219,11 @@ mod tests {
         assert_eq!(Command::parse(" reset \r"), Ok(Command::Reset));
         assert_eq!(Command::parse("counters"), Ok(Command::Counters));
         assert_eq!(Command::parse("baud"), Ok(Command::Baud));
+        assert_eq!(
+            Command::parse("autobaud 115200"),
+            Ok(Command::Autobaud(115_200))
+        );
+        assert!(Command::parse("autobaud fast").is_err());
         assert_eq!(Command::parse("dtr 1"), Ok(Command::Dtr(true)));
         assert_eq!(Command::parse("rts  0"), Ok(Command::Rts(false)));
         assert!(Command::parse("rts 2").unwrap_err().contains("0 or 1"));

@@ -7,7 +7,6 @@
 pub mod board;
 pub mod cli;
 pub mod control;
-pub mod pace;
 pub mod pty;
 pub mod rfc2217;
 pub mod rom;
@@ -51,6 +50,7 @@ pub struct Ready {
     pub env: String,
     /// The build id of the relay that booted; `None` when the flash holds no relay.
     pub build: Option<String>,
+    /// The rate the serial port started at.
     pub baud: u32,
     pub paced: bool,
 }
@@ -186,7 +186,8 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
         Some(path) => Some(erased_if_missing(path)?),
         None => None,
     };
-    let pty = pty::Pty::open(opts.link.as_deref()).context("cannot open a pseudo-terminal")?;
+    let pty =
+        pty::Pty::open(opts.link.as_deref(), opts.baud).context("cannot open a pseudo-terminal")?;
     let control = bind(Ipv4Addr::LOCALHOST, opts.control_port, "control socket").await?;
     let rfc2217 = bind(Ipv4Addr::LOCALHOST, opts.rfc2217_port, "RFC 2217 port").await?;
     let port = define_u16(program, "RELAY_PORT");
@@ -208,7 +209,7 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
             .unwrap_or_else(|| program.build_id.to_owned()),
     };
     let uart = pty.master.try_clone()?;
-    let mut board = Board::new(uart, opts.baud, opts.pace, flash, firmware)?;
+    let mut board = Board::new(uart, opts.pace, flash, firmware)?;
 
     let (ctrl_tx, mut ctrl_rx) = mpsc::channel(16);
     let ready = Ready {
@@ -263,7 +264,13 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
                         chip_reply(&board)
                     }
                     control::Command::Counters => format!("{}\nok", board.counters()),
-                    control::Command::Baud => format!("ok {}", board.baud()),
+                    control::Command::Baud => {
+                        format!("ok {} host={}", board.baud(), board.host_baud())
+                    }
+                    control::Command::Autobaud(max) => {
+                        board.set_autobaud_max((max > 0).then_some(max));
+                        "ok".to_owned()
+                    }
                     control::Command::Help => format!("ok {}", control::HELP),
                 };
                 let _ = req.reply.send(reply);

@@ -1,7 +1,8 @@
-//! The board's UART: a raw pseudo-terminal whose slave path the harness opens.
+//! The board's UART: a raw pseudo-terminal whose slave path the harness opens, and the rate its
+//! termios says the host's serial port runs at.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -18,13 +19,15 @@ pub struct Pty {
 }
 
 impl Pty {
-    /// Opens a raw, non-blocking pty pair; `link` is an optional symlink to the slave path.
-    pub fn open(link: Option<&Path>) -> io::Result<Pty> {
+    /// Opens a raw, non-blocking pty pair at `baud`, as a USB-serial adapter comes up at the
+    /// rate its last user left; `link` is an optional symlink to the slave path.
+    pub fn open(link: Option<&Path>, baud: u32) -> io::Result<Pty> {
         let pair = openpty(None, None)?;
         // Raw on the slave: no echo, no CR/LF rewriting, no signals, just like a UART.
         let mut t = tcgetattr(&pair.slave)?;
         cfmakeraw(&mut t);
         tcsetattr(&pair.slave, SetArg::TCSANOW, &t)?;
+        set_speed(&pair.slave, baud)?;
         let flags = OFlag::from_bits_truncate(fcntl(pair.master.as_fd(), FcntlArg::F_GETFL)?);
         fcntl(
             pair.master.as_fd(),
@@ -53,6 +56,36 @@ impl Pty {
             link,
         })
     }
+}
+
+nix::ioctl_read_bad!(tcgets2, libc::TCGETS2, libc::termios2);
+nix::ioctl_write_ptr_bad!(tcsets2, libc::TCSETS2, libc::termios2);
+
+/// The rate a terminal's termios sets, any rate (termios2's `c_ospeed`, which the kernel fills
+/// for the standard rates too). On a pty master it is the slave's: what the host set.
+pub fn speed(fd: impl AsFd) -> io::Result<u32> {
+    let mut t = std::mem::MaybeUninit::<libc::termios2>::uninit();
+    // SAFETY: TCGETS2 fills a termios2 on success.
+    unsafe { tcgets2(fd.as_fd().as_raw_fd(), t.as_mut_ptr()) }?;
+    // SAFETY: initialised by the successful ioctl.
+    Ok(unsafe { t.assume_init() }.c_ospeed)
+}
+
+/// Sets a terminal to `baud` both ways, as serialport and pyserial do for any rate (BOTHER).
+pub fn set_speed(fd: impl AsFd, baud: u32) -> io::Result<()> {
+    let raw = fd.as_fd().as_raw_fd();
+    let mut t = std::mem::MaybeUninit::<libc::termios2>::uninit();
+    // SAFETY: TCGETS2 fills a termios2 on success.
+    unsafe { tcgets2(raw, t.as_mut_ptr()) }?;
+    // SAFETY: initialised by the successful ioctl.
+    let mut t = unsafe { t.assume_init() };
+    t.c_cflag &= !(libc::CBAUD | (libc::CBAUD << libc::IBSHIFT));
+    t.c_cflag |= libc::BOTHER | (libc::BOTHER << libc::IBSHIFT);
+    t.c_ospeed = baud;
+    t.c_ispeed = baud;
+    // SAFETY: a termios2 read from the same terminal, with only its rate changed.
+    unsafe { tcsets2(raw, &t) }?;
+    Ok(())
 }
 
 impl Drop for Pty {

@@ -194,30 +194,42 @@ impl Direction {
         }
     }
 
+    /// Sends `bytes` and moves into `out` whatever the receiver has by `now`: unpaced and
+    /// with rates that agree, straight through.
+    pub fn transmit(&mut self, now: f64, bytes: &[u8], out: &mut impl Extend<u8>) -> usize {
+        if !self.paced && self.wire.is_empty() && self.faithful() {
+            out.extend(bytes.iter().copied());
+            return bytes.len();
+        }
+        self.send(now, bytes);
+        self.receive(now, out)
+    }
+
     /// Moves into `out` what the receiver has read by `now`; returns how many bytes.
-    pub fn receive(&mut self, now: f64, out: &mut Vec<u8>) -> usize {
+    pub fn receive(&mut self, now: f64, out: &mut impl Extend<u8>) -> usize {
         let now = if self.paced { now } else { f64::INFINITY };
-        let before = out.len();
         if self.faithful() {
+            let mut n = 0;
             while let Some(c) = self.wire.front() {
                 if c.end() > now {
                     break;
                 }
-                out.push(c.byte);
+                out.extend(std::iter::once(c.byte));
                 self.search_from = c.end();
                 self.wire.pop_front();
+                n += 1;
             }
-            return out.len() - before;
+            return n;
         }
-        self.decode(now, out);
-        out.len() - before
+        self.decode(now, out)
     }
 
     /// An ideal UART at the receiver's rate: a falling edge starts a frame, each bit is
     /// sampled at its middle, and a low stop bit (a framing error) still delivers the byte,
     /// as a raw-mode terminal does.
-    fn decode(&mut self, now: f64, out: &mut Vec<u8>) {
+    fn decode(&mut self, now: f64, out: &mut impl Extend<u8>) -> usize {
         let bit = self.rx.bit_ns();
+        let mut n = 0;
         loop {
             // The line after the last character is idle (high): it has no edges, so once the
             // wire is empty the receiver has nothing more to read.
@@ -226,12 +238,12 @@ impl Direction {
                     self.search_from = self.search_from.max(last.end());
                 }
                 self.wire.clear();
-                return;
+                return n;
             };
             let stop = edge + 9.5 * bit;
             // Unpaced, a frame may run past the last character into the idle line.
             if stop > now {
-                return;
+                return n;
             }
             let mut byte = 0u8;
             for i in 0..8 {
@@ -239,7 +251,8 @@ impl Direction {
                     byte |= 1 << i;
                 }
             }
-            out.push(byte);
+            out.extend(std::iter::once(byte));
+            n += 1;
             self.search_from = stop;
             while self.wire.front().is_some_and(|c| c.end() <= stop) {
                 self.wire.pop_front();

@@ -268,6 +268,7 @@ fn record(figures: &mut Figures, m: Measure, out: &Outcome) {
 /// wire. A run that lost anything does not count towards the share.
 fn record_chip(rate: &mut ChipRate, m: Measure, out: &Outcome) {
     let (line, wire) = (rate.line_bytes_per_sec, rate.wire_round_trip_us);
+    let chip_line = rate.chip_line_bytes_per_sec;
     let figures = &mut rate.figures;
     let stem = m.stem();
     match out {
@@ -281,7 +282,7 @@ fn record_chip(rate: &mut ChipRate, m: Measure, out: &Outcome) {
         }
         Outcome::Gather(g) => {
             let lost = g.lines_sent - g.intact_lines;
-            let share = (lost == 0).then(|| g.raw_bytes as f64 / secs(g.window) / line);
+            let share = (lost == 0).then(|| g.raw_bytes as f64 / secs(g.window) / chip_line);
             figures.series(&format!("{stem}_share"), "share").push(
                 share,
                 g.window,

@@ -204,8 +204,11 @@ pub struct ChipRate {
     pub profile: String,
     /// How the paced board runs, exactly.
     pub setup: String,
-    /// 8N1: baud / 10.
+    /// The host's port towards the chip, 8N1: baud / 10.
     pub line_bytes_per_sec: f64,
+    /// The chip's UART towards the host: its divider is 80 MHz / baud, truncated
+    /// (cores/esp8266/uart.cpp:606), so it runs a little fast of the nominal rate.
+    pub chip_line_bytes_per_sec: f64,
     /// The ping and its answer on the wire at this rate: what no relay can take off a round trip.
     pub wire_round_trip_us: f64,
     pub figures: Figures,
@@ -219,6 +222,7 @@ impl ChipRate {
             profile: profile.to_owned(),
             setup: setup.to_owned(),
             line_bytes_per_sec: line,
+            chip_line_bytes_per_sec: virtual_board::wire::Rate::esp8266(baud).bytes_per_sec(),
             wire_round_trip_us: PING_WIRE_BYTES as f64 / line * 1e6,
             figures: Figures::default(),
         }
@@ -380,8 +384,13 @@ impl Report {
             for rate in &self.chip {
                 for (name, s) in &rate.figures.0 {
                     let extra = match name.as_str() {
-                        n if n.ends_with("_share") => {
+                        // Towards the clients the host's port sets the pace; towards the UART,
+                        // the chip's divider.
+                        n if n.starts_with("uart_to") && n.ends_with("_share") => {
                             format!("of {:.0} B/s; ", rate.line_bytes_per_sec)
+                        }
+                        n if n.ends_with("_share") => {
+                            format!("of {:.0} B/s; ", rate.chip_line_bytes_per_sec)
                         }
                         n if n.ends_with("_added") => {
                             format!("minus {:.0} us on the wire; ", rate.wire_round_trip_us)

@@ -219,14 +219,30 @@ impl Vb {
         self.uart.clear();
     }
 
-    /// Skips UART lines until one starts with `prefix` and returns it.
+    /// Skips UART lines until one has `prefix`, and returns it from there: the ROM's text at
+    /// 74880 baud reads as garbage at the relay's rate, and may run into the line.
     pub fn uart_line_starting(&mut self, prefix: &str) -> String {
         loop {
             let line = String::from_utf8_lossy(&self.uart_line()).into_owned();
-            if line.starts_with(prefix) {
-                return line;
+            if let Some(at) = line.find(prefix) {
+                return line[at..].to_owned();
             }
         }
+    }
+
+    /// Sets the serial port's rate, as a terminal program does.
+    pub fn set_rate(&mut self, baud: u32) {
+        virtual_board::pty::set_speed(&self.serial, baud).expect("set the port's rate");
+    }
+
+    /// Listens at the ROM's 74880 baud while `trigger` restarts the chip, returns the first line
+    /// that has `needle`, and goes back to the relay's rate.
+    pub fn rom_line(&mut self, trigger: impl FnOnce(&mut Vb), needle: &str) -> String {
+        self.set_rate(virtual_board::board::ROM_BAUD);
+        trigger(self);
+        let line = self.uart_line_starting(needle);
+        self.set_rate(self.ready.baud);
+        line
     }
 
     /// Answers the firmware's boot line with credentials; returns its reply line.
