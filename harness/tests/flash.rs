@@ -65,6 +65,11 @@ fn flash_writes_the_image_boots_it_then_skips_the_same_build_until_forced() {
     let (code, text) = flash_cli(&first, &flash_file, &[]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains(&format!("wrote {len} bytes in ")), "{text}");
+    // The ROM autobauded to the default rate; its divider tells espflash the crystal.
+    assert!(
+        text.contains("at 921600 baud to esp8266 (26 MHz crystal"),
+        "{text}"
+    );
     assert!(text.contains("runs build cycle001"), "{text}");
     let image = std::fs::read(&first).unwrap();
     assert_eq!(
@@ -359,6 +364,56 @@ async fn a_board_cut_off_mid_flash_is_reported_half_flashed_and_the_next_flash_w
         "{done:?}"
     );
     assert_eq!(board.banner.as_ref().unwrap().build, "cut0001");
+    drop(board);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A loader that cannot lock onto the fast rate does not answer there: the flash tries again
+/// at 115200 and says so in its result.
+#[tokio::test]
+async fn a_loader_deaf_at_the_fast_rate_is_flashed_at_115200() {
+    let dir = temp_dir("flash-slow");
+    let image = Image::load(&make_image(&dir, "slow0001", 5_000)).unwrap();
+    let (target, mut opts) = Selection::default()
+        .resolve((PathBuf::from(common::BIN), vec!["virtual-board".into()]))
+        .unwrap();
+    opts.virtual_args = vec![
+        "--flash".into(),
+        dir.join("board.flash").display().to_string(),
+    ];
+    let mut board = Board::attach(&target, &opts).await.unwrap();
+    let control = board.control.expect("a virtual board");
+    assert_eq!(
+        VirtualPort::command(control, "autobaud 115200").unwrap(),
+        "ok\n"
+    );
+    let done = flash::flash(
+        &mut board,
+        &image,
+        true,
+        flash::DEFAULT_BAUD,
+        opts.banner_timeout,
+        (),
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            done,
+            Flashed::Written {
+                baud: flash::FALLBACK_BAUD,
+                ..
+            }
+        ),
+        "{done:?}"
+    );
+    assert!(
+        done.summary().contains("at 115200 baud"),
+        "{}",
+        done.summary()
+    );
+    assert_eq!(board.banner.as_ref().unwrap().build, "slow0001");
     drop(board);
     std::fs::remove_dir_all(&dir).unwrap();
 }

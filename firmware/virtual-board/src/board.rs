@@ -676,6 +676,7 @@ impl Board {
             if self.autobaud_max.is_none_or(|max| host <= max) {
                 tracing::info!(baud = host, "the ROM loader took the host's rate");
                 self.chip_uart = ChipUart::Loader(host);
+                self.loader.autobauded(host);
                 self.sync_rates();
             }
         }

@@ -48,8 +48,10 @@ const EFUSE: [(u32, u32); 4] = [
     (0x3ff0_005c, 0),
 ];
 /// UART0's clock divider, as the ROM leaves it after autobauding to 115200 from its 52 MHz
-/// clock: flashers estimate the crystal (26 MHz) from it.
+/// clock: flashers estimate the crystal (26 MHz) from it and the rate they connected at.
 const UART_CLKDIV: (u32, u32) = (0x6000_0014, 451);
+/// The ROM's UART clock: twice the board's 26 MHz crystal.
+const ROM_UART_CLOCK_HZ: u32 = 52_000_000;
 /// The SPI controller: a write of USR (bit 18) to CMD runs the command in USR2's low byte and
 /// leaves the answer in W0; RDID (0x9f) answers a Winbond W25Q32, the NodeMCU's 4 MiB chip.
 const SPI_CMD: u32 = 0x6000_0200;
@@ -200,6 +202,9 @@ impl Regs {
         if addr == CHIP_MAGIC_REG {
             return CHIP_MAGIC;
         }
+        if let Some(v) = self.0.get(&addr).filter(|_| addr == UART_CLKDIV.0) {
+            return *v;
+        }
         if let Some((_, v)) = EFUSE.iter().chain([&UART_CLKDIV]).find(|(a, _)| *a == addr) {
             return *v;
         }
@@ -295,6 +300,12 @@ pub struct Loader {
 }
 
 impl Loader {
+    /// The ROM timed the host's first bytes and set its UART's divider to match `baud`.
+    pub fn autobauded(&mut self, baud: u32) {
+        let div = (ROM_UART_CLOCK_HZ + baud / 2) / baud.max(1);
+        self.regs.0.insert(UART_CLKDIV.0, div);
+    }
+
     /// Takes UART bytes; returns the bytes to send back and what to do next. Bytes after a
     /// command that leaves the loader are not read: the loader no longer listens.
     pub fn input(&mut self, bytes: &[u8], mut flash: Option<&mut dyn Flash>) -> (Vec<u8>, After) {
