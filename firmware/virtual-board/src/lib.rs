@@ -231,6 +231,7 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
     tracing::info!(serial = %pty.path.display(), tcp = %ready.tcp, "board ready");
 
     let refusals = std::sync::Arc::new(tokio::sync::Semaphore::new(rfc2217::LINGERING));
+    let clock = Clock::new()?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -240,7 +241,7 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
         if nix::unistd::getppid() != opts.parent {
             return Ok("parent process exited");
         }
-        let deadline = tokio::time::Instant::from_std(board.deadline());
+        clock.arm(board.deadline())?;
         tokio::select! {
             _ = term.recv() => return Ok("SIGTERM"),
             _ = int.recv() => return Ok("SIGINT"),
@@ -285,7 +286,66 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
                 Err(e) => tracing::warn!("RFC 2217 port: accept failed: {e}"),
             },
             _ = board.ready() => {}
-            _ = tokio::time::sleep_until(deadline) => {}
+            _ = clock.expired() => {}
+        }
+    }
+}
+
+/// The board loop's alarm, to the microsecond: the wire's characters are due at times a
+/// millisecond timer would round, and each round trip through the board would pay for it.
+struct Clock(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>);
+
+impl Clock {
+    fn new() -> std::io::Result<Clock> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: timerfd_create returns a new descriptor or -1.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd was just created and is ours; the AsyncFd owns it from here.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: an OwnedFd stays open and names the same file until the AsyncFd drops it.
+        Ok(Clock(unsafe { tokio::io::unix::AsyncFd::register(fd) }?))
+    }
+
+    /// Rings at `at` (at once if it has passed).
+    fn arm(&self, at: std::time::Instant) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // Zero would disarm the timer: ring after a nanosecond instead.
+        let left = at
+            .saturating_duration_since(std::time::Instant::now())
+            .max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: left.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(left.subsec_nanos()),
+            },
+        };
+        // SAFETY: a valid timerfd and a valid itimerspec; the old value is not asked for.
+        let rc = unsafe {
+            libc::timerfd_settime(self.0.get_ref().as_raw_fd(), 0, &spec, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    async fn expired(&self) {
+        if let Ok(mut guard) = self.0.readable().await {
+            let mut n = [0u8; 8];
+            let _ = nix::unistd::read(self.0.get_ref(), &mut n);
+            guard.clear_ready();
         }
     }
 }
