@@ -633,6 +633,7 @@ fn unknown_profile_lists_the_known_ones() {
 #[rstest]
 #[case::nodemcu("nodemcu-v2")]
 #[case::nodemcu_921600("nodemcu-v2-921600")]
+#[case::nodemcu_3000000("nodemcu-v2-3000000")]
 #[case::tiny("tiny")]
 fn shipped_profiles_load_and_are_named_after_their_file(#[case] name: &str) {
     let p = Profile::load(name).unwrap();
