@@ -125,7 +125,7 @@ struct BenchArgs {
 
     /// Baud rates of the relay on the chip's terms, repeatable or comma-separated; each needs
     /// a board profile in fixtures/boards with that uart.baud and the same relay limits as
-    /// --profile [default: 115200,921600 on the virtual board; a NodeMCU's own rate].
+    /// --profile [default: 115200,921600,3000000 on the virtual board; a NodeMCU's own rate].
     #[arg(
         long,
         env = "RELAY_HIL_BENCH_BAUD",
@@ -658,7 +658,7 @@ async fn run(
 }
 
 /// The default rates of the chip-terms figures on the virtual board.
-const BENCH_BAUDS: [u32; 2] = [115_200, 921_600];
+const BENCH_BAUDS: [u32; 3] = [115_200, 921_600, 3_000_000];
 
 /// The paced boards the chip-terms figures need, checked before anything starts: each rate
 /// with the profile that runs `profile`'s relay at it. `Err` is the one line to print.
