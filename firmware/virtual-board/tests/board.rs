@@ -422,7 +422,7 @@ fn the_line_is_never_faster_than_its_transmitters(#[case] profile: &str, #[case]
     use virtual_board::wire::Rate;
     // A short WiFi round trip: at 3 Mbaud the default 3 ms lets lwIP's 1072-byte send buffer
     // carry only 357 KB/s to a client, too close to the line's 300 KB/s to be what is tested.
-    let mut vb = Vb::start(&["--pace", "--rtt-ms", "1", "-p", profile]);
+    let mut vb = Vb::start_alone(&["--pace", "--rtt-ms", "1", "-p", profile]);
     assert!(vb.ready.paced);
     assert_eq!(vb.ready.baud, baud);
     let mut c = vb.connect();
@@ -496,7 +496,7 @@ fn a_port_at_another_rate_reads_garbage() {
 /// write may hold, so it takes both of a client's writes in flight each round trip.
 #[rstest]
 fn a_long_wifi_round_trip_still_carries_the_line_rate() {
-    let mut vb = Vb::start(&["--pace", "--rtt-ms", "60"]);
+    let mut vb = Vb::start_alone(&["--pace", "--rtt-ms", "60"]);
     let mut c = vb.connect();
     vb.wait_counter("clients", 1);
     let stream: Vec<u8> = (0..=255u8).cycle().take(23_040).collect(); // 2 s of line

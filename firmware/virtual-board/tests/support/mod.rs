@@ -20,6 +20,46 @@ pub const CEILING: Duration = Duration::from_secs(20);
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_virtual-board");
 
+/// The host's CPUs, shared by the boards of tests running at once. A test that holds a paced
+/// line to its rate takes them alone: the virtual board keeps time only while the host runs
+/// it, and at 3 Mbaud the firmware's 1024-byte receive ring lasts 3.4 ms, less than a busy
+/// two-core host may keep it waiting for a CPU.
+static CPUS: Cpus = Cpus {
+    holders: std::sync::Mutex::new(0),
+    freed: std::sync::Condvar::new(),
+};
+
+/// How many boards share the CPUs, or `ALONE`. Unlike `RwLock`, a share is never held back
+/// by a test waiting to run alone, so a test may start a second board while it holds one.
+struct Cpus {
+    holders: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+const ALONE: usize = usize::MAX;
+
+/// A test's hold on the host's CPUs, released after its board is gone.
+pub struct CpuShare(bool);
+
+impl CpuShare {
+    fn take(alone: bool) -> CpuShare {
+        let mut n = CPUS.holders.lock().unwrap_or_else(|e| e.into_inner());
+        while *n == ALONE || (alone && *n > 0) {
+            n = CPUS.freed.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n = if alone { ALONE } else { *n + 1 };
+        CpuShare(alone)
+    }
+}
+
+impl Drop for CpuShare {
+    fn drop(&mut self) {
+        let mut n = CPUS.holders.lock().unwrap_or_else(|e| e.into_inner());
+        *n = if self.0 { 0 } else { *n - 1 };
+        CPUS.freed.notify_all();
+    }
+}
+
 /// Waits until `fd` is readable or the deadline passes.
 fn wait_readable(fd: impl AsFd, deadline: Instant) -> bool {
     wait_for(fd, PollFlags::POLLIN, deadline)
@@ -104,12 +144,23 @@ pub struct Vb {
     pub banner: String,
     /// The board's log lines, when started with [`Vb::start_logged`].
     pub log: Option<std::sync::mpsc::Receiver<String>>,
+    /// Dropped after the board: [`Drop`] runs before the fields do.
+    _cpus: CpuShare,
 }
 
 impl Vb {
     /// Starts a board, reads its ready line, opens its serial port and reads the boot banner.
     pub fn start(args: &[&str]) -> Vb {
         let mut vb = Vb::start_quiet(args);
+        vb.banner = vb.uart_line_starting("relay ready ");
+        vb
+    }
+
+    /// Like [`Vb::start`], with no other test's board running: for tests that hold a paced
+    /// line to its rate.
+    pub fn start_alone(args: &[&str]) -> Vb {
+        let cpus = CpuShare::take(true);
+        let mut vb = Vb::spawn_with(args, Stdio::inherit(), cpus);
         vb.banner = vb.uart_line_starting("relay ready ");
         vb
     }
@@ -152,6 +203,10 @@ impl Vb {
     }
 
     fn spawn(args: &[&str], stderr: Stdio) -> Vb {
+        Vb::spawn_with(args, stderr, CpuShare::take(false))
+    }
+
+    fn spawn_with(args: &[&str], stderr: Stdio, cpus: CpuShare) -> Vb {
         let mut child = Command::new(BIN)
             .args(args)
             .stdout(Stdio::piped())
@@ -176,6 +231,7 @@ impl Vb {
             uart: Vec::new(),
             banner: String::new(),
             log: None,
+            _cpus: cpus,
         }
     }
 
