@@ -547,6 +547,19 @@ size_t relay_client_pending(const relay_t *r, int slot, const uint8_t **data) {
     return ring_peek(c->txq, r->cfg.txq_size, c->txq_head, c->txq_len, data);
 }
 
+size_t relay_client_copy(const relay_t *r, int slot, uint8_t *out, size_t max) {
+    const struct relay_client *c = slot_get_c(r, slot);
+    if (c == NULL || c->state != SLOT_OPEN) {
+        return 0;
+    }
+    const size_t n = c->txq_len < max ? c->txq_len : max;
+    const size_t to_end = (size_t)r->cfg.txq_size - c->txq_head;
+    const size_t first = to_end < n ? to_end : n;
+    memcpy(out, c->txq + c->txq_head, first);
+    memcpy(out + first, c->txq, n - first);
+    return n;
+}
+
 void relay_client_consume(relay_t *r, int slot, size_t n) {
     struct relay_client *c = slot_get(r, slot);
     if (c == NULL || c->state != SLOT_OPEN) {

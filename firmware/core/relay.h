@@ -154,6 +154,9 @@ void relay_tick(relay_t *r, uint32_t now_ms);
 size_t relay_uart_pending(const relay_t *r, const uint8_t **data);
 void relay_uart_consume(relay_t *r, size_t n);
 size_t relay_client_pending(const relay_t *r, int slot, const uint8_t **data);
+/* Copies up to max queued bytes, across the ring's end, without consuming them: a platform
+ * whose writes are few and costly (lwIP's segments) fills each one. */
+size_t relay_client_copy(const relay_t *r, int slot, uint8_t *out, size_t max);
 void relay_client_consume(relay_t *r, int slot, size_t n);
 int relay_next_close(relay_t *r); /* slot to close now (already freed), or -1 */
 

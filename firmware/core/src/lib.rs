@@ -105,6 +105,7 @@ mod ffi {
         pub fn relay_uart_pending(r: *const c_void, data: *mut *const u8) -> usize;
         pub fn relay_uart_consume(r: *mut c_void, n: usize);
         pub fn relay_client_pending(r: *const c_void, slot: c_int, data: *mut *const u8) -> usize;
+        pub fn relay_client_copy(r: *const c_void, slot: c_int, out: *mut u8, max: usize) -> usize;
         pub fn relay_client_consume(r: *mut c_void, slot: c_int, n: usize);
         pub fn relay_next_close(r: *mut c_void) -> c_int;
         pub fn relay_client_open(r: *const c_void, slot: c_int) -> bool;
@@ -424,6 +425,13 @@ impl Relay {
         } else {
             unsafe { std::slice::from_raw_parts(p, n) }
         }
+    }
+
+    /// Copies the bytes queued for a client into `out`, as many as fit, across the ring's
+    /// end; nothing is consumed.
+    pub fn client_copy(&self, slot: Slot, out: &mut [u8]) -> usize {
+        // SAFETY: initialised relay_t; the core writes at most out.len() bytes.
+        unsafe { ffi::relay_client_copy(self.raw(), slot_arg(slot), out.as_mut_ptr(), out.len()) }
     }
 
     pub fn client_consume(&mut self, slot: Slot, n: usize) {

@@ -640,3 +640,42 @@ fn shipped_profiles_load_and_are_named_after_their_file(#[case] name: &str) {
     assert_eq!(p.name, name);
     Relay::new(p.relay, 0).unwrap();
 }
+
+/// `relay_client_copy` fills a buffer from a client's queue across the ring's end, where
+/// `relay_client_pending` stops, and consumes nothing: a platform whose writes are counted
+/// (lwIP's segments) fills each one.
+#[rstest]
+#[case::all_of_it(64, 50)]
+#[case::less_than_queued(20, 20)]
+#[case::nothing_asked(0, 0)]
+fn client_copy_crosses_the_ring_end_and_consumes_nothing(
+    mut relay: Relay,
+    #[case] max: usize,
+    #[case] copied: usize,
+) {
+    let s = relay.accept().unwrap();
+    // 40 bytes in and out leave the queue's head at 40 of 64: the next 50 wrap.
+    relay.uart_input(&[b'x'; 40]);
+    assert_eq!(rx(&mut relay, s).len(), 40);
+    let data: Vec<u8> = (0..50).collect();
+    relay.uart_input(&data);
+    assert_eq!(
+        relay.client_pending(s).len(),
+        24,
+        "the ring's end cuts the run"
+    );
+    let mut out = vec![0xAA; max];
+    assert_eq!(relay.client_copy(s, &mut out), copied);
+    assert_eq!(out[..copied], data[..copied]);
+    assert_eq!(rx(&mut relay, s), data, "nothing was consumed");
+    assert_eq!(
+        relay.client_copy(s, &mut out),
+        0,
+        "an empty queue copies nothing"
+    );
+    assert_eq!(
+        relay.client_copy(7, &mut out),
+        0,
+        "an invalid slot copies nothing"
+    );
+}

@@ -259,10 +259,13 @@ static void send_status() {
 
 static void service_client(int slot) {
     Peer &p = peers[slot];
-    const uint8_t *data;
+    // Each write fills a segment from the queue, across its ring's end: a write cut short there
+    // would spend one of the client's two segments per round trip on a few bytes, too few to
+    // carry a 3 Mbaud UART.
+    uint8_t segment[SEGMENT];
     size_t n;
-    while ((n = relay_client_pending(&relay, slot, &data)) > 0) {
-        const size_t wrote = p.send(data, n, SEGMENTS_PER_CLIENT);
+    while ((n = relay_client_copy(&relay, slot, segment, sizeof segment)) > 0) {
+        const size_t wrote = p.send(segment, n, SEGMENTS_PER_CLIENT);
         if (wrote == 0) {
             break;
         }
