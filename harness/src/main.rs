@@ -686,13 +686,14 @@ fn bench_rates(
             return Err("--baud needs the virtual board or a NodeMCU".into());
         }
     }
-    // The profile itself first, then the shipped ones that run the same relay.
+    // The profile itself first, then the shipped ones whose relay keeps the same contract (their
+    // queues may be sized for their rate).
     let mut same: Vec<Profile> = vec![profile.clone()];
     same.extend(
         known_profiles()
             .iter()
             .filter_map(|n| Profile::load(n).ok())
-            .filter(|p| p.relay == profile.relay && p.name != profile.name),
+            .filter(|p| p.relay.same_contract(&profile.relay) && p.name != profile.name),
     );
     let rates = if asked.is_empty() {
         &BENCH_BAUDS[..]

@@ -25,6 +25,16 @@ pub const NOTICE_MAX: usize = 64;
 /// Longest end-of-line sequence the core appends to a forwarded line.
 pub const EOL_MAX: usize = 2;
 
+/// The bounds any build of the core takes (`relay.c`'s static assertions): a firmware build's
+/// `-D` flags, and so a board profile, may set its limits anywhere up to these.
+pub const BUILD_MAX: Limits = Limits {
+    max_clients: 64,
+    max_line: 4096,
+    txq_size: 65535,
+    uartq_size: 65535,
+    state_bytes: 0,
+};
+
 mod ffi {
     use super::*;
 
@@ -252,9 +262,28 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// The allowed range for each field, in the order the core checks them.
+    /// The allowed range for each field in the core linked here, in the order it checks them.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let l = limits();
+        self.check_within(&limits())
+    }
+
+    /// Whether some build of the core takes this configuration: a board profile describes its
+    /// firmware's build, whose bounds are its own, not those of the core linked here.
+    pub fn check_buildable(&self) -> Result<(), ConfigError> {
+        self.check_within(&BUILD_MAX)
+    }
+
+    /// Whether the two relays behave alike to their clients and UART: all but the queue
+    /// sizes, which a build sizes for its line rate.
+    pub fn same_contract(&self, other: &Config) -> bool {
+        Config {
+            txq_size: other.txq_size,
+            uartq_size: other.uartq_size,
+            ..*self
+        } == *other
+    }
+
+    fn check_within(&self, l: &Limits) -> Result<(), ConfigError> {
         let ranges = [
             ("max_clients", self.max_clients, 1, l.max_clients),
             ("max_line", self.max_line, 1, l.max_line),

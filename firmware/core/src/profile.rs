@@ -253,7 +253,7 @@ impl Profile {
         profile.source = path.to_owned();
         profile
             .relay
-            .check()
+            .check_buildable()
             .map_err(|source| ProfileError::Invalid {
                 path: path.to_owned(),
                 source,

@@ -611,8 +611,8 @@ fn invalid_slots_are_ignored(mut relay: Relay) {
 #[case::wrong_type("name='x'\n[relay]\nmax_line = 'long'\n", "max_line")]
 #[case::bad_mode("name='x'\n[relay]\nmode = 'binary'\n", "mode")]
 #[case::out_of_range(
-    "name='x'\n[relay]\nmax_clients = 9\n",
-    "relay.max_clients = 9 is out of range"
+    "name='x'\n[relay]\nmax_clients = 65\n",
+    "relay.max_clients = 65 is out of range: this core accepts 1 ..= 64"
 )]
 #[case::zero_baud("name='x'\n[uart]\nbaud = 0\n", "uart.baud must be greater than 0")]
 #[case::missing_name("[relay]\nmax_line = 8\n", "missing field `name`")]
@@ -638,7 +638,40 @@ fn unknown_profile_lists_the_known_ones() {
 fn shipped_profiles_load_and_are_named_after_their_file(#[case] name: &str) {
     let p = Profile::load(name).unwrap();
     assert_eq!(p.name, name);
-    Relay::new(p.relay, 0).unwrap();
+}
+
+/// A profile describes its firmware's build, whose bounds are its own: limits past those of
+/// the core linked here load, up to what any build takes; a relay cannot run them here.
+#[rstest]
+fn a_profile_may_exceed_the_linked_cores_limits_up_to_any_builds() {
+    let text = "name='x'\n[relay]\ntxq_size = 4096\n";
+    let p = Profile::parse(text, "big.toml".as_ref()).unwrap();
+    assert_eq!(p.relay.txq_size, 4096);
+    assert!(p.relay.txq_size > limits().txq_size);
+    assert!(Relay::new(p.relay, 0).is_err());
+    let e = Profile::parse("name='x'\n[relay]\ntxq_size = 65536\n", "big.toml".as_ref())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("relay.txq_size = 65536 is out of range"), "{e}");
+}
+
+/// Queue sizes are a build's, for its line rate; the rest is the relay's contract.
+#[rstest]
+fn the_contract_is_all_but_the_queue_sizes() {
+    let a = cfg();
+    assert!(a.same_contract(&Config {
+        txq_size: 4096,
+        uartq_size: 1024,
+        ..a
+    }));
+    assert!(!a.same_contract(&Config {
+        max_clients: 1,
+        ..a
+    }));
+    assert!(!a.same_contract(&Config {
+        mode: Mode::Raw,
+        ..a
+    }));
 }
 
 /// `relay_client_copy` fills a buffer from a client's queue across the ring's end, where
