@@ -124,8 +124,9 @@ struct BenchArgs {
     reps: u32,
 
     /// Baud rates of the relay on the chip's terms, repeatable or comma-separated; each needs
-    /// a board profile in fixtures/boards with that uart.baud and the same relay limits as
-    /// --profile [default: 115200,921600,3000000 on the virtual board; a NodeMCU's own rate].
+    /// a board profile in fixtures/boards with that uart.baud whose relay keeps --profile's
+    /// contract (its queues may be sized for the rate) [default: 115200,921600,3000000 on the
+    /// virtual board; a NodeMCU's own rate].
     #[arg(
         long,
         env = "RELAY_HIL_BENCH_BAUD",

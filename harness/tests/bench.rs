@@ -128,27 +128,19 @@ fn bench_smoke_beside_ser2net_and_socat() {
     }
 
     // On the chip's terms: a paced line can never carry more than its rate, and on it the
-    // relay loses nothing up to 921600. At 3 Mbaud a client's 1072-byte send buffer per 3 ms
-    // WiFi round trip is too close to the line's 300 KB/s: what it loses is reported, not
-    // asserted.
+    // relay loses nothing.
     let chip = &doc["chip_terms"];
     let rates = chip["rates"].as_array().unwrap();
     let bauds: Vec<u64> = rates.iter().map(|r| r["baud"].as_u64().unwrap()).collect();
     assert_eq!(bauds, [115_200, 921_600, 3_000_000]);
     for rate in rates {
         let figures = &rate["figures"];
-        let fast = rate["baud"] == 3_000_000;
         // A smoke window lasts a few dozen characters: allow one of them for where it starts.
         for f in ["uart_to_4_clients_share", "4_clients_to_uart_share"] {
-            if fast && f.starts_with("uart_to") {
-                continue;
-            }
             let share = stat(&figures[f], "max");
             assert!(share > 0.0 && share <= 1.01, "{f}: {}", figures[f]);
         }
-        if !fast {
-            assert_eq!(runs(&figures["uart_to_4_clients_share"], "lost_bytes"), [0]);
-        }
+        assert_eq!(runs(&figures["uart_to_4_clients_share"], "lost_bytes"), [0]);
         assert_eq!(runs(&figures["4_clients_to_uart_share"], "lost_lines"), [0]);
         let p50 = stat(&figures["round_trip_p50"], "median");
         assert!(

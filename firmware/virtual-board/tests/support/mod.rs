@@ -22,7 +22,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_virtual-board");
 
 /// The host's CPUs, shared by the boards of tests running at once. A test that holds a paced
 /// line to its rate takes them alone: the virtual board keeps time only while the host runs
-/// it, and at 3 Mbaud the firmware's 1024-byte receive ring lasts 3.4 ms, less than a busy
+/// it, and at 3 Mbaud the firmware's rings last milliseconds (4 KiB: 13.6 ms), which a busy
 /// two-core host may keep it waiting for a CPU.
 static CPUS: Cpus = Cpus {
     holders: std::sync::Mutex::new(0),
