@@ -98,14 +98,22 @@ struct Peer {
         }
     }
 
-    // Writes what lwIP takes now: nothing past the send buffer, at most one segment per write,
-    // and no more writes in flight than the budget.
-    size_t send(const uint8_t *data, size_t n, size_t budget) {
+    // What one write may carry now: nothing past the send buffer, at most one segment, and
+    // nothing while the budget's writes are all in flight.
+    size_t room(size_t budget) {
         settle();
-        const size_t room = static_cast<size_t>(client.availableForWrite());
-        size_t len = n < room ? n : room;
-        len = len < SEGMENT ? len : SEGMENT;
-        if (len == 0 || writes >= budget) {
+        if (writes >= budget) {
+            return 0;
+        }
+        const size_t avail = static_cast<size_t>(client.availableForWrite());
+        return avail < SEGMENT ? avail : SEGMENT;
+    }
+
+    // Writes what lwIP takes now, within room().
+    size_t send(const uint8_t *data, size_t n, size_t budget) {
+        const size_t fits = room(budget);
+        const size_t len = n < fits ? n : fits;
+        if (len == 0) {
             return 0;
         }
         const size_t wrote = client.write(data, len);
@@ -264,8 +272,10 @@ static void service_client(int slot) {
     // would spend one of the client's two segments per round trip on a few bytes, too few to
     // carry a 3 Mbaud UART.
     uint8_t segment[SEGMENT];
+    size_t room;
     size_t n;
-    while ((n = relay_client_copy(&relay, slot, segment, sizeof segment)) > 0) {
+    while ((room = p.room(SEGMENTS_PER_CLIENT)) > 0 &&
+           (n = relay_client_copy(&relay, slot, segment, room)) > 0) {
         const size_t wrote = p.send(segment, n, SEGMENTS_PER_CLIENT);
         if (wrote == 0) {
             break;
