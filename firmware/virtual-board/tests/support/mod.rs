@@ -358,6 +358,19 @@ impl Vb {
         }
     }
 
+    /// Polls the status channel until its text contains `needle`.
+    pub fn wait_status(&self, needle: &str) {
+        let deadline = Instant::now() + CEILING;
+        while !self.status().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in the status within {CEILING:?}: {}",
+                self.status()
+            );
+            std::thread::yield_now();
+        }
+    }
+
     /// Sends one control command and returns its reply up to the final ok/err line.
     pub fn control(&self, cmd: &str) -> String {
         let mut s = TcpStream::connect(self.ready.control).unwrap();
