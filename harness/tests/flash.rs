@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::{printed, relay_hil, temp_dir};
 use relay_core::image;
@@ -307,24 +308,51 @@ impl Progress for CutPower {
     fn done(&mut self) {}
 }
 
+/// The virtual board as `relay-hil` attaches it, with `flash_file` as its flash if given.
+async fn virtual_board(flash_file: Option<&Path>) -> (Board, Duration) {
+    let (target, mut opts) = Selection::default()
+        .resolve((PathBuf::from(common::BIN), vec!["virtual-board".into()]))
+        .unwrap();
+    assert!(opts.virtual_args.is_empty(), "no --flash unless given");
+    if let Some(f) = flash_file {
+        opts.virtual_args = vec!["--flash".into(), f.display().to_string()];
+    }
+    let board = Board::attach(&target, &opts).await.unwrap();
+    (board, opts.banner_timeout)
+}
+
+/// Flashes at the default rate with no progress shown and no retry hint.
+async fn flash_plain(
+    board: &mut Board,
+    image: &Image,
+    force: bool,
+    banner_timeout: Duration,
+) -> relay_hil::error::Result<Flashed> {
+    flash::flash(
+        board,
+        image,
+        force,
+        flash::DEFAULT_BAUD,
+        banner_timeout,
+        (),
+        "",
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_board_cut_off_mid_flash_is_reported_half_flashed_and_the_next_flash_works() {
     let dir = temp_dir("flash-cut");
     let image = Image::load(&make_image(&dir, "cut0001", 40_000)).unwrap();
     let len = image.bytes.len();
-    let flash_file = dir.join("board.flash");
-    let (target, mut opts) = Selection::default()
-        .resolve((PathBuf::from(common::BIN), vec!["virtual-board".into()]))
-        .unwrap();
-    opts.virtual_args = vec!["--flash".into(), flash_file.display().to_string()];
-    let mut board = Board::attach(&target, &opts).await.unwrap();
+    let (mut board, banner_timeout) = virtual_board(Some(&dir.join("board.flash"))).await;
     let control = board.control.expect("a virtual board");
     let err = flash::flash(
         &mut board,
         &image,
         true,
         flash::DEFAULT_BAUD,
-        opts.banner_timeout,
+        banner_timeout,
         CutPower { control, after: 5 },
         "relay-hil flash --force …",
     )
@@ -348,17 +376,9 @@ async fn a_board_cut_off_mid_flash_is_reported_half_flashed_and_the_next_flash_w
         VirtualPort::command(control, "power 1").unwrap(),
         "ok halted\n"
     );
-    let done = flash::flash(
-        &mut board,
-        &image,
-        false,
-        flash::DEFAULT_BAUD,
-        opts.banner_timeout,
-        (),
-        "",
-    )
-    .await
-    .unwrap();
+    let done = flash_plain(&mut board, &image, false, banner_timeout)
+        .await
+        .unwrap();
     assert!(
         matches!(done, Flashed::Written { bytes, .. } if bytes == len),
         "{done:?}"
@@ -374,30 +394,15 @@ async fn a_board_cut_off_mid_flash_is_reported_half_flashed_and_the_next_flash_w
 async fn a_loader_deaf_at_the_fast_rate_is_flashed_at_115200() {
     let dir = temp_dir("flash-slow");
     let image = Image::load(&make_image(&dir, "slow0001", 5_000)).unwrap();
-    let (target, mut opts) = Selection::default()
-        .resolve((PathBuf::from(common::BIN), vec!["virtual-board".into()]))
-        .unwrap();
-    opts.virtual_args = vec![
-        "--flash".into(),
-        dir.join("board.flash").display().to_string(),
-    ];
-    let mut board = Board::attach(&target, &opts).await.unwrap();
+    let (mut board, banner_timeout) = virtual_board(Some(&dir.join("board.flash"))).await;
     let control = board.control.expect("a virtual board");
     assert_eq!(
         VirtualPort::command(control, "autobaud 115200").unwrap(),
         "ok\n"
     );
-    let done = flash::flash(
-        &mut board,
-        &image,
-        true,
-        flash::DEFAULT_BAUD,
-        opts.banner_timeout,
-        (),
-        "",
-    )
-    .await
-    .unwrap();
+    let done = flash_plain(&mut board, &image, true, banner_timeout)
+        .await
+        .unwrap();
     assert!(
         matches!(
             done,
@@ -424,22 +429,10 @@ async fn a_loader_deaf_at_the_fast_rate_is_flashed_at_115200() {
 async fn a_virtual_board_without_a_flash_file_refuses_and_the_hint_names_flash_file() {
     let dir = temp_dir("flash-none");
     let image = Image::load(&make_image(&dir, "none0001", 5_000)).unwrap();
-    let (target, opts) = Selection::default()
-        .resolve((PathBuf::from(common::BIN), vec!["virtual-board".into()]))
-        .unwrap();
-    assert!(opts.virtual_args.is_empty(), "no --flash for the board");
-    let mut board = Board::attach(&target, &opts).await.unwrap();
-    let err = flash::flash(
-        &mut board,
-        &image,
-        true,
-        flash::DEFAULT_BAUD,
-        opts.banner_timeout,
-        (),
-        "",
-    )
-    .await
-    .unwrap_err();
+    let (mut board, banner_timeout) = virtual_board(None).await;
+    let err = flash_plain(&mut board, &image, true, banner_timeout)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, HilError::FlashRefused { .. }),
         "not reported as refused: {err}"
