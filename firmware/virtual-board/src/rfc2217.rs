@@ -46,6 +46,20 @@ pub const SET_MODEMSTATE_MASK: u8 = 11;
 pub const PURGE_DATA: u8 = 12;
 pub const SERVER: u8 = 100;
 
+/// IAC SB COM-PORT-OPTION `command` `value` IAC SE, with IAC doubled in the value: a client's
+/// command, or with `command + SERVER` the server's answer.
+pub fn com_port_option(command: u8, value: &[u8]) -> Vec<u8> {
+    let mut v = vec![IAC, SB, COM_PORT_OPTION, command];
+    for &b in value {
+        v.push(b);
+        if b == IAC {
+            v.push(IAC);
+        }
+    }
+    v.extend([IAC, SE]);
+    v
+}
+
 /// SET-CONTROL values (§3).
 pub const FLOW_REQUEST: u8 = 0;
 pub const FLOW_NONE: u8 = 1;
@@ -423,17 +437,8 @@ impl Session {
         self.reply(SET_CONTROL, &[answer]);
     }
 
-    /// IAC SB COM-PORT-OPTION <command + 100> <value> IAC SE, with IAC doubled in the value.
     fn reply(&mut self, command: u8, value: &[u8]) {
-        self.out
-            .extend([IAC, SB, COM_PORT_OPTION, command + SERVER]);
-        for &b in value {
-            self.out.push_back(b);
-            if b == IAC {
-                self.out.push_back(IAC);
-            }
-        }
-        self.out.extend([IAC, SE]);
+        self.out.extend(com_port_option(command + SERVER, value));
     }
 
     fn current_linestate(&self) -> u8 {
@@ -771,18 +776,6 @@ mod tests {
         buf
     }
 
-    fn sb(command: u8, value: &[u8]) -> Vec<u8> {
-        let mut v = vec![IAC, SB, COM_PORT_OPTION, command];
-        for &b in value {
-            v.push(b);
-            if b == IAC {
-                v.push(IAC);
-            }
-        }
-        v.extend([IAC, SE]);
-        v
-    }
-
     /// What pyserial's client sends on open (rfc2217.py:434-440, 471-473) and the server's
     /// greeting's answers (its acknowledgements of our BINARY requests).
     const PYSERIAL_OPEN: [u8; 15] = [
@@ -810,7 +803,7 @@ mod tests {
             IAC, WONT, 3, // ours
             IAC, WILL, 44, IAC, DO, 44,
         ];
-        want.extend(sb(NOTIFY_MODEMSTATE + SERVER, &[0]));
+        want.extend(com_port_option(NOTIFY_MODEMSTATE + SERVER, &[0]));
         assert_eq!(out(&mut s), want);
         // The client's acknowledgements of our requests, and requests for what is already
         // agreed, are never answered.
@@ -849,11 +842,15 @@ mod tests {
             (16, FLOW_IN_NONE),
             (BREAK_REQUEST, BREAK_OFF),
         ] {
-            s.feed(&sb(SET_CONTROL, &[v]), &mut b);
-            assert_eq!(out(&mut s), sb(SET_CONTROL + SERVER, &[want]), "value {v}");
+            s.feed(&com_port_option(SET_CONTROL, &[v]), &mut b);
+            assert_eq!(
+                out(&mut s),
+                com_port_option(SET_CONTROL + SERVER, &[want]),
+                "value {v}"
+            );
         }
         assert_eq!(b.changes, ["rts 1", "rts 0", "dtr 1", "dtr 0"]);
-        s.feed(&sb(SET_CONTROL, &[99]), &mut b);
+        s.feed(&com_port_option(SET_CONTROL, &[99]), &mut b);
         assert_eq!(out(&mut s), [0u8; 0], "an undefined value gets no answer");
     }
 
@@ -861,15 +858,15 @@ mod tests {
     fn a_break_holds_the_clients_bytes_until_it_ends() {
         let mut b = board();
         let mut s = agreed(&mut b);
-        s.feed(&sb(SET_CONTROL, &[BREAK_ON]), &mut b);
+        s.feed(&com_port_option(SET_CONTROL, &[BREAK_ON]), &mut b);
         s.feed(b"held", &mut b);
         assert!(!s.rx_waiting());
         assert_eq!(rx(&mut s), [0u8; 0]);
-        s.feed(&sb(SET_CONTROL, &[BREAK_REQUEST]), &mut b);
-        s.feed(&sb(SET_CONTROL, &[BREAK_OFF]), &mut b);
-        let mut want = sb(SET_CONTROL + SERVER, &[BREAK_ON]);
-        want.extend(sb(SET_CONTROL + SERVER, &[BREAK_ON]));
-        want.extend(sb(SET_CONTROL + SERVER, &[BREAK_OFF]));
+        s.feed(&com_port_option(SET_CONTROL, &[BREAK_REQUEST]), &mut b);
+        s.feed(&com_port_option(SET_CONTROL, &[BREAK_OFF]), &mut b);
+        let mut want = com_port_option(SET_CONTROL + SERVER, &[BREAK_ON]);
+        want.extend(com_port_option(SET_CONTROL + SERVER, &[BREAK_ON]));
+        want.extend(com_port_option(SET_CONTROL + SERVER, &[BREAK_OFF]));
         assert_eq!(out(&mut s), want);
         assert_eq!(rx(&mut s), b"held");
     }
@@ -878,23 +875,35 @@ mod tests {
     fn the_rate_follows_set_baudrate_and_the_frame_stays_8n1() {
         let mut b = board();
         let mut s = agreed(&mut b);
-        s.feed(&sb(SET_BAUDRATE, &460_800u32.to_be_bytes()), &mut b);
-        s.feed(&sb(SET_BAUDRATE, &[0, 0, 0, 0]), &mut b);
-        let mut want = sb(SET_BAUDRATE + SERVER, &460_800u32.to_be_bytes());
-        want.extend(sb(SET_BAUDRATE + SERVER, &460_800u32.to_be_bytes()));
+        s.feed(
+            &com_port_option(SET_BAUDRATE, &460_800u32.to_be_bytes()),
+            &mut b,
+        );
+        s.feed(&com_port_option(SET_BAUDRATE, &[0, 0, 0, 0]), &mut b);
+        let mut want = com_port_option(SET_BAUDRATE + SERVER, &460_800u32.to_be_bytes());
+        want.extend(com_port_option(
+            SET_BAUDRATE + SERVER,
+            &460_800u32.to_be_bytes(),
+        ));
         assert_eq!(out(&mut s), want);
         assert_eq!(b.changes, ["baud 460800"], "a query changes nothing");
         // A rate with an IAC byte in it is escaped both ways.
-        s.feed(&sb(SET_BAUDRATE, &0x0001_c2ffu32.to_be_bytes()), &mut b);
-        assert_eq!(out(&mut s), sb(SET_BAUDRATE + SERVER, &[0, 1, 0xc2, 0xff]));
+        s.feed(
+            &com_port_option(SET_BAUDRATE, &0x0001_c2ffu32.to_be_bytes()),
+            &mut b,
+        );
+        assert_eq!(
+            out(&mut s),
+            com_port_option(SET_BAUDRATE + SERVER, &[0, 1, 0xc2, 0xff])
+        );
         for (command, asked, have) in [
             (SET_DATASIZE, 7, DATASIZE),
             (SET_DATASIZE, 0, DATASIZE),
             (SET_PARITY, 3, PARITY_NONE),
             (SET_STOPSIZE, 2, STOPSIZE_ONE),
         ] {
-            s.feed(&sb(command, &[asked]), &mut b);
-            assert_eq!(out(&mut s), sb(command + SERVER, &[have]));
+            s.feed(&com_port_option(command, &[asked]), &mut b);
+            assert_eq!(out(&mut s), com_port_option(command + SERVER, &[have]));
         }
     }
 
@@ -902,38 +911,53 @@ mod tests {
     fn masks_notifications_purges_and_signature() {
         let mut b = board();
         let mut s = agreed(&mut b);
-        s.feed(&sb(SET_MODEMSTATE_MASK, &[255]), &mut b);
-        assert_eq!(out(&mut s), sb(SET_MODEMSTATE_MASK + SERVER, &[255]));
-        s.feed(&sb(NOTIFY_MODEMSTATE, &[]), &mut b);
-        assert_eq!(out(&mut s), sb(NOTIFY_MODEMSTATE + SERVER, &[0]));
-        s.feed(&sb(NOTIFY_LINESTATE, &[]), &mut b);
-        assert_eq!(out(&mut s), sb(NOTIFY_LINESTATE + SERVER, &[0x60]));
+        s.feed(&com_port_option(SET_MODEMSTATE_MASK, &[255]), &mut b);
+        assert_eq!(
+            out(&mut s),
+            com_port_option(SET_MODEMSTATE_MASK + SERVER, &[255])
+        );
+        s.feed(&com_port_option(NOTIFY_MODEMSTATE, &[]), &mut b);
+        assert_eq!(
+            out(&mut s),
+            com_port_option(NOTIFY_MODEMSTATE + SERVER, &[0])
+        );
+        s.feed(&com_port_option(NOTIFY_LINESTATE, &[]), &mut b);
+        assert_eq!(
+            out(&mut s),
+            com_port_option(NOTIFY_LINESTATE + SERVER, &[0x60])
+        );
 
         // With the transmitter's bits in the mask, their change is notified, once.
-        s.feed(&sb(SET_LINESTATE_MASK, &[0x40]), &mut b);
-        assert_eq!(out(&mut s), sb(SET_LINESTATE_MASK + SERVER, &[0x40]));
+        s.feed(&com_port_option(SET_LINESTATE_MASK, &[0x40]), &mut b);
+        assert_eq!(
+            out(&mut s),
+            com_port_option(SET_LINESTATE_MASK + SERVER, &[0x40])
+        );
         s.feed(b"xy", &mut b);
         assert_eq!(out(&mut s), [0u8; 0], "the new state ANDs to zero");
         rx(&mut s);
-        assert_eq!(out(&mut s), sb(NOTIFY_LINESTATE + SERVER, &[0x40]));
+        assert_eq!(
+            out(&mut s),
+            com_port_option(NOTIFY_LINESTATE + SERVER, &[0x40])
+        );
 
         // PURGE-DATA 1 drops the UART's output not yet sent; 2 the client's bytes.
-        s.feed(&sb(SET_LINESTATE_MASK, &[0]), &mut b);
+        s.feed(&com_port_option(SET_LINESTATE_MASK, &[0]), &mut b);
         out(&mut s);
         s.uart_output(b"stale");
         s.feed(b"late", &mut b);
-        s.feed(&sb(PURGE_DATA, &[3]), &mut b);
-        assert_eq!(out(&mut s), sb(PURGE_DATA + SERVER, &[3]));
+        s.feed(&com_port_option(PURGE_DATA, &[3]), &mut b);
+        assert_eq!(out(&mut s), com_port_option(PURGE_DATA + SERVER, &[3]));
         assert_eq!(rx(&mut s), [0u8; 0]);
-        s.feed(&sb(PURGE_DATA, &[4]), &mut b);
+        s.feed(&com_port_option(PURGE_DATA, &[4]), &mut b);
         assert_eq!(out(&mut s), [0u8; 0], "an undefined purge gets no answer");
 
-        s.feed(&sb(SIGNATURE, &[]), &mut b);
+        s.feed(&com_port_option(SIGNATURE, &[]), &mut b);
         assert_eq!(
             out(&mut s),
-            sb(SIGNATURE + SERVER, SIGNATURE_TEXT.as_bytes())
+            com_port_option(SIGNATURE + SERVER, SIGNATURE_TEXT.as_bytes())
         );
-        s.feed(&sb(SIGNATURE, b"client 1.0"), &mut b);
+        s.feed(&com_port_option(SIGNATURE, b"client 1.0"), &mut b);
         assert_eq!(out(&mut s), [0u8; 0]);
     }
 
@@ -941,13 +965,13 @@ mod tests {
     fn a_suspended_client_is_sent_nothing_until_it_resumes() {
         let mut b = board();
         let mut s = agreed(&mut b);
-        s.feed(&sb(FLOWCONTROL_SUSPEND, &[]), &mut b);
+        s.feed(&com_port_option(FLOWCONTROL_SUSPEND, &[]), &mut b);
         s.uart_output(b"wait");
-        s.feed(&sb(SET_CONTROL, &[DTR_REQUEST]), &mut b);
+        s.feed(&com_port_option(SET_CONTROL, &[DTR_REQUEST]), &mut b);
         assert!(!s.has_pending());
         assert_eq!(out(&mut s), [0u8; 0]);
-        s.feed(&sb(FLOWCONTROL_RESUME, &[]), &mut b);
-        let mut want = sb(SET_CONTROL + SERVER, &[DTR_OFF]);
+        s.feed(&com_port_option(FLOWCONTROL_RESUME, &[]), &mut b);
+        let mut want = com_port_option(SET_CONTROL + SERVER, &[DTR_OFF]);
         want.extend(b"wait");
         assert_eq!([out(&mut s), out(&mut s)].concat(), want);
     }
@@ -957,7 +981,7 @@ mod tests {
         let mut b = board();
         let mut s = Session::new();
         out(&mut s);
-        s.feed(&sb(SET_CONTROL, &[RTS_ON]), &mut b);
+        s.feed(&com_port_option(SET_CONTROL, &[RTS_ON]), &mut b);
         assert_eq!(out(&mut s), [0u8; 0]);
         assert!(b.changes.is_empty());
     }
@@ -967,9 +991,9 @@ mod tests {
         let mut b = board();
         let mut s = agreed(&mut b);
         // Wrong lengths, another option, a stray SE, an empty one.
-        let mut input = sb(SET_BAUDRATE, &[1, 2, 3]);
-        input.extend(sb(SET_CONTROL, &[]));
-        input.extend(sb(SET_CONTROL, &[RTS_ON, RTS_ON]));
+        let mut input = com_port_option(SET_BAUDRATE, &[1, 2, 3]);
+        input.extend(com_port_option(SET_CONTROL, &[]));
+        input.extend(com_port_option(SET_CONTROL, &[RTS_ON, RTS_ON]));
         input.extend([IAC, SB, 24, 1, IAC, SE]);
         input.extend([IAC, SE, IAC, SB, IAC, SE]);
         input.extend([IAC, SB, COM_PORT_OPTION, IAC, SE]);
@@ -997,8 +1021,11 @@ mod tests {
         assert_eq!(s.feed(&endless, &mut b), endless.len());
         assert!(s.sub.capacity() <= SUB_MAX && s.rx.is_empty());
         s.feed(&[IAC, SE], &mut b);
-        s.feed(&sb(SET_CONTROL, &[RTS_REQUEST]), &mut b);
-        assert_eq!(out(&mut s), sb(SET_CONTROL + SERVER, &[RTS_OFF]));
+        s.feed(&com_port_option(SET_CONTROL, &[RTS_REQUEST]), &mut b);
+        assert_eq!(
+            out(&mut s),
+            com_port_option(SET_CONTROL + SERVER, &[RTS_OFF])
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use rstest::rstest;
 use support::{BIN, CEILING, Vb, client_eof, client_line, run_within};
+use virtual_board::rfc2217::com_port_option;
 
 #[rstest]
 fn ready_line_and_banner_describe_the_board() {
@@ -1250,20 +1251,6 @@ fn hear(raw: &[u8]) -> Heard {
     h
 }
 
-/// IAC SB COM-PORT-OPTION `command` `value` IAC SE, IAC doubled in the value.
-fn com_port(command: u8, value: &[u8]) -> Vec<u8> {
-    use virtual_board::rfc2217::{COM_PORT_OPTION, IAC, SB, SE};
-    let mut v = vec![IAC, SB, COM_PORT_OPTION, command];
-    for &b in value {
-        v.push(b);
-        if b == IAC {
-            v.push(IAC);
-        }
-    }
-    v.extend([IAC, SE]);
-    v
-}
-
 impl Rfc {
     fn connect(vb: &Vb) -> Rfc {
         let s = std::net::TcpStream::connect(vb.ready.rfc2217).unwrap();
@@ -1297,7 +1284,7 @@ impl Rfc {
         let code = command + virtual_board::rfc2217::SERVER;
         let answers = |h: &Heard| h.subs.iter().filter(|s| s.get(1) == Some(&code)).count();
         let before = answers(&hear(&self.raw));
-        self.send(&com_port(command, value));
+        self.send(&com_port_option(command, value));
         let heard = self.hear_until(&format!("an answer {code}"), |h| answers(h) > before);
         let answer = heard
             .subs
@@ -1378,8 +1365,8 @@ fn rfc2217_carries_every_byte_and_the_reset_lines() {
     assert_eq!(c.ask(SET_CONTROL, &[RTS_ON]), [RTS_ON]);
     c.send(
         &[
-            com_port(SET_CONTROL, &[DTR_ON]),
-            com_port(SET_CONTROL, &[RTS_OFF]),
+            com_port_option(SET_CONTROL, &[DTR_ON]),
+            com_port_option(SET_CONTROL, &[RTS_OFF]),
         ]
         .concat(),
     );
@@ -1448,7 +1435,7 @@ fn malformed_and_flooding_rfc2217_clients_are_held_in_bounded_memory() {
     // Cut short by a negotiation, which is answered; truncated; longer than the bound.
     c.send(&[IAC, SB, COM, SET_CONTROL, IAC, DO, 99]);
     c.hear_until("WONT 99", |h| h.verbs.contains(&[WONT, 99]));
-    c.send(&com_port(SET_CONTROL, &[]));
+    c.send(&com_port_option(SET_CONTROL, &[]));
     let mut long = vec![IAC, SB, COM, SET_CONTROL, RTS_OFF];
     long.extend(vec![0; 4 * SUB_MAX]);
     long.extend([IAC, SE]);
