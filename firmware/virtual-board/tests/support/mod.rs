@@ -347,28 +347,27 @@ impl Vb {
 
     /// Polls the status channel until `key` reaches `value`: the event the test waits for.
     pub fn wait_counter(&self, key: &str, value: u64) {
+        self.poll_status(
+            || self.counter(key) == value,
+            &format!("{key} never reached {value}"),
+        );
+    }
+
+    /// Polls the status channel until `done`, failing with `what` at the ceiling.
+    fn poll_status(&self, done: impl Fn() -> bool, what: &str) {
         let deadline = Instant::now() + CEILING;
-        while self.counter(key) != value {
-            assert!(
-                Instant::now() < deadline,
-                "{key} never reached {value}: {}",
-                self.status()
-            );
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: {}", self.status());
             std::thread::yield_now();
         }
     }
 
     /// Polls the status channel until its text contains `needle`.
     pub fn wait_status(&self, needle: &str) {
-        let deadline = Instant::now() + CEILING;
-        while !self.status().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no `{needle}` in the status within {CEILING:?}: {}",
-                self.status()
-            );
-            std::thread::yield_now();
-        }
+        self.poll_status(
+            || self.status().contains(needle),
+            &format!("no `{needle}` in the status within {CEILING:?}"),
+        );
     }
 
     /// Sends one control command and returns its reply up to the final ok/err line.
@@ -425,23 +424,9 @@ impl Drop for Vb {
 /// `virtual-board` with `args`, run to its end; killed at `ceiling`, which fails the test (a
 /// board that should have refused to start would otherwise run until the test exits).
 pub fn run_within(args: &[&str], ceiling: Duration) -> std::process::Output {
-    let child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("virtual-board starts");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(ceiling) {
-        Ok(out) => out.expect("virtual-board's output"),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            panic!("virtual-board {args:?} still ran after {ceiling:?}");
-        }
-    }
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    output_within(cmd, ceiling)
 }
 
 /// Runs `cmd` to its end, its output captured; killed at `ceiling`, which fails the test (a
