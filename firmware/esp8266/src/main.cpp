@@ -109,18 +109,20 @@ struct Peer {
         return avail < SEGMENT ? avail : SEGMENT;
     }
 
-    // Writes what lwIP takes now, within room().
-    size_t send(const uint8_t *data, size_t n, size_t budget) {
-        const size_t fits = room(budget);
-        const size_t len = n < fits ? n : fits;
-        if (len == 0) {
-            return 0;
-        }
+    // Writes len bytes, at most what room() just reported, and counts the write in flight.
+    size_t write(const uint8_t *data, size_t len) {
         const size_t wrote = client.write(data, len);
         if (wrote > 0) {
             in_flight[writes++] = wrote;
         }
         return wrote;
+    }
+
+    // Writes what lwIP takes now, within room(); nothing when there is no room, as a write of
+    // 0 bytes returns 0 at once (WiFiClient.cpp:215).
+    size_t send(const uint8_t *data, size_t n, size_t budget) {
+        const size_t fits = room(budget);
+        return write(data, n < fits ? n : fits);
     }
 
     // Lets go without waiting: the last reference closes the connection (FIN after what is
@@ -276,7 +278,7 @@ static void service_client(int slot) {
     size_t n;
     while ((room = p.room(SEGMENTS_PER_CLIENT)) > 0 &&
            (n = relay_client_copy(&relay, slot, segment, room)) > 0) {
-        const size_t wrote = p.send(segment, n, SEGMENTS_PER_CLIENT);
+        const size_t wrote = p.write(segment, n);
         if (wrote == 0) {
             break;
         }
