@@ -325,18 +325,30 @@ impl Ctx<'_> {
         Ok(counters(&text))
     }
 
-    /// Records how the named counters moved since the scenario began (status channel only).
-    async fn counters(&mut self, keys: &[&str]) -> Result<(), Failure> {
+    /// Checks that each named counter moved by exactly what the scenario expects since it
+    /// began, and records how they moved (status channel only).
+    async fn counters(&mut self, expected: &[(&str, i64)]) -> Result<(), Failure> {
         let Some(before) = self.before.clone() else {
             self.t.note("counters: not checked (no status channel)");
             return Ok(());
         };
         let now = self.status_counters().await?;
-        let moved: Vec<String> = keys
+        let moved: Vec<(&str, i64, i64)> = expected
             .iter()
-            .map(|k| format!("{k} {:+}", delta(&before, &now, k)))
+            .map(|&(k, want)| (k, delta(&before, &now, k), want))
             .collect();
-        self.t.note(format!("counters: {}", moved.join(", ")));
+        let shown: Vec<String> = moved.iter().map(|(k, d, _)| format!("{k} {d:+}")).collect();
+        self.t.note(format!("counters: {}", shown.join(", ")));
+        let wrong: Vec<String> = moved
+            .iter()
+            .filter(|(_, d, want)| d != want)
+            .map(|(k, d, want)| format!("{k} {d:+} (expected {want:+})"))
+            .collect();
+        ensure!(
+            wrong.is_empty(),
+            "the relay's counters disagree with what it did: {}",
+            wrong.join(", ")
+        );
         Ok(())
     }
 
@@ -563,12 +575,19 @@ impl Ctx<'_> {
 }
 
 async fn echo(cx: &mut Ctx<'_>) -> Result<(), Failure> {
+    let (line, reply) = (b"hello, relay", b"hello, client\r\n");
     let mut c = cx.connect().await?;
-    cx.send(&mut c, b"hello, relay\r\n").await?;
-    cx.uart_expect(b"hello, relay").await?;
-    cx.uart_send(b"hello, client\r\n").await?;
-    cx.client_expect(&mut c, b"hello, client\r\n").await?;
-    cx.counters(&["accepted", "uart_rx", "uart_tx"]).await
+    cx.send(&mut c, &[&line[..], b"\r\n"].concat()).await?;
+    cx.uart_expect(line).await?;
+    cx.uart_send(reply).await?;
+    cx.client_expect(&mut c, reply).await?;
+    let uart_tx = line.len() + cx.eol().len();
+    cx.counters(&[
+        ("accepted", 1),
+        ("uart_rx", reply.len() as i64),
+        ("uart_tx", uart_tx as i64),
+    ])
+    .await
 }
 
 async fn echo_raw(cx: &mut Ctx<'_>) -> Result<(), Failure> {
@@ -590,7 +609,7 @@ async fn echo_raw(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     cx.t.got("uart", &got);
     cx.uart_send(&all).await?;
     cx.client_expect(&mut c, &all).await?;
-    cx.counters(&["uart_rx", "uart_tx"]).await
+    cx.counters(&[("uart_rx", 256), ("uart_tx", 256)]).await
 }
 
 /// Line `n` of client `i`, as the ordering scenario sends it: a 5-byte head and up to 39
@@ -647,7 +666,17 @@ async fn ordering(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     let stream: Vec<u8> = (0..3000u32).map(|k| (k % 251) as u8).collect();
     cx.stream_to_all(&mut clients, &stream, "3000 bytes (0, 1, ... 250, 0, ...)")
         .await?;
-    cx.counters(&["accepted", "uart_rx", "uart_tx"]).await
+    // Each line reaches the UART with the board's line ending in place of the client's.
+    let uart_tx: usize = (0..n)
+        .flat_map(|i| (0..LINES).map(move |k| ordering_line(i, k, max_line).len()))
+        .map(|len| len + cx.eol().len())
+        .sum();
+    cx.counters(&[
+        ("accepted", n as i64),
+        ("uart_rx", stream.len() as i64),
+        ("uart_tx", uart_tx as i64),
+    ])
+    .await
 }
 
 async fn fan_out(cx: &mut Ctx<'_>) -> Result<(), Failure> {
@@ -666,7 +695,12 @@ async fn fan_out(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     let stream: Vec<u8> = b"fan-out ".iter().copied().cycle().take(2048).collect();
     cx.stream_to_all(&mut clients, &stream, "\"fan-out \" repeated to 2048 bytes")
         .await?;
-    cx.counters(&["accepted", "uart_rx", "drops"]).await
+    cx.counters(&[
+        ("accepted", n as i64),
+        ("uart_rx", stream.len() as i64),
+        ("drops", 0),
+    ])
+    .await
 }
 
 async fn disconnect(cx: &mut Ctx<'_>) -> Result<(), Failure> {
@@ -699,8 +733,15 @@ async fn disconnect(cx: &mut Ctx<'_>) -> Result<(), Failure> {
         cx.send(c, &[&line[..], eol].concat()).await?;
         cx.uart_expect(&line).await?;
     }
-    cx.counters(&["accepted", "rejected", "disconnects", "partial_discards"])
-        .await
+    // The keeper, the three that left, and one for each slot the keeper leaves free.
+    let accepted = 3 + cx.board.limits.max_clients;
+    cx.counters(&[
+        ("accepted", accepted as i64),
+        ("rejected", 0),
+        ("disconnects", 3),
+        ("partial_discards", 2),
+    ])
+    .await
 }
 
 async fn capacity(cx: &mut Ctx<'_>) -> Result<(), Failure> {
@@ -720,7 +761,8 @@ async fn capacity(cx: &mut Ctx<'_>) -> Result<(), Failure> {
         cx.send(c, &[&line[..], b"\n"].concat()).await?;
         cx.uart_expect(&line).await?;
     }
-    cx.counters(&["accepted", "rejected"]).await
+    cx.counters(&[("accepted", n as i64), ("rejected", 1)])
+        .await
 }
 
 async fn overflow_guard(cx: &mut Ctx<'_>) -> Result<(), Failure> {
@@ -740,7 +782,8 @@ async fn overflow_guard(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     // The next line is handled normally, and nothing of the long ones leaked.
     cx.send(&mut c, b"after\n").await?;
     cx.uart_expect(b"after").await?;
-    cx.counters(&["overflows", "partial_discards"]).await
+    cx.counters(&[("overflows", 2), ("partial_discards", 0)])
+        .await
 }
 
 async fn slow_reader(cx: &mut Ctx<'_>) -> Result<(), Failure> {
@@ -832,7 +875,8 @@ async fn responsiveness(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     cx.send(&mut holder, &[b"ne".as_slice(), eol].concat())
         .await?;
     cx.uart_expect(b"half a line").await?;
-    cx.counters(&["accepted", "partial_discards"]).await
+    cx.counters(&[("accepted", 2), ("partial_discards", 0)])
+        .await
 }
 
 async fn connection_budget(cx: &mut Ctx<'_>) -> Result<(), Failure> {
@@ -900,7 +944,13 @@ async fn connection_budget(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     for e in refused {
         cx.close(e, "closes").await?;
     }
-    cx.counters(&["accepted", "rejected", "disconnects"]).await
+    // The newcomer took c1's slot: lwIP reset c1, and the relay saw it go.
+    cx.counters(&[
+        ("accepted", n as i64 + 1),
+        ("rejected", (pcbs - n) as i64),
+        ("disconnects", 1),
+    ])
+    .await
 }
 
 async fn quiet_loop(cx: &mut Ctx<'_>) -> Result<(), Failure> {
@@ -976,5 +1026,6 @@ async fn quiet_loop(cx: &mut Ctx<'_>) -> Result<(), Failure> {
         ));
         drop(c); // its duplicate in `open` is what closes it at the end
     }
-    cx.counters(&["uart_overruns", "drops", "overflows"]).await
+    cx.counters(&[("uart_overruns", 0), ("drops", 0), ("overflows", 0)])
+        .await
 }

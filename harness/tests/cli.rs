@@ -76,10 +76,9 @@ fn run_with_no_options_runs_everything_on_the_virtual_board() {
     std::fs::remove_dir_all(&out_dir).unwrap();
 }
 
-/// Any relay, named by its serial path and address, runs what its profile allows and reports
-/// the rest as skipped with the reason.
-#[rstest]
-fn run_against_a_relay_named_by_hand() {
+/// A virtual board started by hand, once it has booted and printed its banner (a relay named
+/// by hand is not reset), and its ready line.
+fn booted_board() -> (std::process::Child, serde_json::Value) {
     let mut relay = Command::new(BIN)
         .args(["virtual-board"])
         .stdout(Stdio::piped())
@@ -91,7 +90,6 @@ fn run_against_a_relay_named_by_hand() {
         .read_line(&mut line)
         .unwrap();
     let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
-    // A relay named by hand is not reset: wait until this one has booted and printed its banner.
     let mut uart = serialport::new(ready["serial"].as_str().unwrap(), 115_200)
         .timeout(std::time::Duration::from_secs(10))
         .open()
@@ -107,7 +105,14 @@ fn run_against_a_relay_named_by_hand() {
         let n = uart.read(&mut buf).expect("the banner within 10 s");
         seen.extend_from_slice(&buf[..n]);
     }
-    drop(uart);
+    (relay, ready)
+}
+
+/// Any relay, named by its serial path and address, runs what its profile allows and reports
+/// the rest as skipped with the reason.
+#[rstest]
+fn run_against_a_relay_named_by_hand() {
+    let (mut relay, ready) = booted_board();
     let dir = temp_dir("endpoint");
     let profile = dir.join("foreign.toml");
     std::fs::write(
@@ -261,4 +266,65 @@ fn two_runs_at_once_never_share_a_folder() {
         "two folders and `latest`, nothing else: {names:?}"
     );
     std::fs::remove_dir_all(&target).unwrap();
+}
+
+/// A relay whose status channel stops counting overflows fails `overflow_guard`, naming the
+/// counter: the board here is a virtual board whose status text passes through a proxy that
+/// reports `overflows=0` whatever the relay counted.
+#[rstest]
+fn a_relay_that_stops_counting_fails_the_run() {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    let (mut relay, ready) = booted_board();
+    let status: std::net::SocketAddr = ready["status"].as_str().unwrap().parse().unwrap();
+    let proxy = TcpListener::bind((status.ip(), 0)).unwrap();
+    let proxy_port = proxy.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in proxy.incoming() {
+            let (Ok(mut client), Ok(mut board)) = (client, TcpStream::connect(status)) else {
+                return;
+            };
+            let mut text = String::new();
+            if board.read_to_string(&mut text).is_err() {
+                return;
+            }
+            let forged: Vec<String> = text
+                .split(' ')
+                .map(|kv| match kv.split_once('=') {
+                    Some(("overflows", _)) => "overflows=0".to_owned(),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            let _ = client.write_all(forged.join(" ").as_bytes());
+        }
+    });
+    let dir = temp_dir("uncounted");
+    let profile = dir.join("uncounted.toml");
+    std::fs::write(
+        &profile,
+        format!("name = 'uncounted'\n[net]\nstatus_port = {proxy_port}\n"),
+    )
+    .unwrap();
+    let out = relay_hil(&[
+        "run",
+        "--serial",
+        ready["serial"].as_str().unwrap(),
+        "--addr",
+        ready["tcp"].as_str().unwrap(),
+        "--profile",
+        profile.to_str().unwrap(),
+        "--only",
+        "overflow_guard",
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(
+        row(&table, "overflow_guard").contains("overflows +0 (expected +2)"),
+        "{table}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
