@@ -3,18 +3,18 @@
 //! All three are driven through one `serialport::SerialPort` (see [`crate::serial`]): a reset is
 //! the same DTR/RTS pulse whether it reaches a CP2102 or the virtual board's control socket.
 
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use relay_core::Config;
 use relay_core::profile::Profile;
 use relay_core::provision::{BOOT_PREFIX, REPLY_PREFIX, Wifi};
+use relay_core::text::{BANNER_PREFIX, Banner, Boot, Counters};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::banner::{Banner, Boot, PREFIX};
 use crate::error::{HilError, Result};
 use crate::select::MAX_WAIT;
 use crate::serial::{Serial, VirtualPort, open_tty};
@@ -39,41 +39,6 @@ pub enum Target {
     Endpoint { serial: PathBuf, addr: String },
 }
 
-/// Everything the scenarios need to know about the board under test.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Limits {
-    pub max_clients: usize,
-    pub max_line: usize,
-    pub txq: usize,
-    pub stall_ms: u32,
-    pub mode: relay_core::Mode,
-    pub eol: relay_core::Eol,
-}
-
-impl Limits {
-    fn from_banner(b: &Banner) -> Limits {
-        Limits {
-            max_clients: b.max_clients,
-            max_line: b.max_line,
-            txq: b.txq,
-            stall_ms: b.stall_ms,
-            mode: b.mode,
-            eol: b.eol,
-        }
-    }
-
-    fn from_profile(p: &Profile) -> Limits {
-        Limits {
-            max_clients: p.relay.max_clients,
-            max_line: p.relay.max_line,
-            txq: p.relay.txq_size,
-            stall_ms: p.relay.stall_timeout_ms,
-            mode: p.relay.mode,
-            eol: p.relay.eol,
-        }
-    }
-}
-
 pub struct Board {
     /// `virtual`, `nodemcu` or `endpoint`, for reports.
     pub kind: &'static str,
@@ -82,7 +47,8 @@ pub struct Board {
     pub tcp: SocketAddr,
     pub status: Option<SocketAddr>,
     pub banner: Option<Banner>,
-    pub limits: Limits,
+    /// The relay's configuration: from its banner once it has printed one, else its profile.
+    pub limits: Config,
     /// The virtual board's control socket (reset lines, power).
     pub control: Option<SocketAddr>,
     /// What to provision a board with that has other credentials, or none.
@@ -160,7 +126,7 @@ impl Board {
             tcp: SocketAddr::from(([0, 0, 0, 0], 0)),
             status: None,
             banner: None,
-            limits: Limits::from_profile(&opts.profile),
+            limits: opts.profile.relay,
             control: None,
             wifi: opts.wifi.clone(),
             addr,
@@ -211,7 +177,10 @@ impl Board {
         self.pulse_reset().await?;
         let deadline = deadline_after(timeout);
         Ok(
-            match self.line_with(&[BOOT_PREFIX, PREFIX], deadline).await? {
+            match self
+                .line_with(&[BOOT_PREFIX, BANNER_PREFIX], deadline)
+                .await?
+            {
                 Some(l) if l.starts_with(BOOT_PREFIX) => Some(Boot::parse(&l)?.build),
                 Some(l) => Some(Banner::parse(&l)?.build),
                 None => None,
@@ -229,7 +198,10 @@ impl Board {
             waited: timeout,
         };
         loop {
-            let Some(line) = self.line_with(&[BOOT_PREFIX, PREFIX], deadline).await? else {
+            let Some(line) = self
+                .line_with(&[BOOT_PREFIX, BANNER_PREFIX], deadline)
+                .await?
+            else {
                 return Err(no_banner(self.serial.path.clone()));
             };
             if line.starts_with(BOOT_PREFIX) {
@@ -249,7 +221,7 @@ impl Board {
                 continue;
             }
             let banner = Banner::parse(&line)?;
-            self.limits = Limits::from_banner(&banner);
+            self.limits = banner.relay;
             self.banner = Some(banner.clone());
             return Ok(banner);
         }
@@ -276,7 +248,7 @@ impl Board {
     /// The virtual board's view of its firmware: how often it waited in loop(), overran its
     /// UART, or lost a connection to lwIP's PCB pool (`counters` on the control socket).
     /// `None` for real boards, which cannot count these.
-    pub async fn firmware_counters(&self) -> Result<Option<BTreeMap<String, u64>>> {
+    pub async fn firmware_counters(&self) -> Result<Option<Counters>> {
         let Some(control) = self.control else {
             return Ok(None);
         };
@@ -294,14 +266,14 @@ impl Board {
             .lines()
             .find(|l| l.starts_with("counters"))
             .unwrap_or("");
-        Ok(Some(
+        Ok(Some(Counters(
             line.split(' ')
                 .filter_map(|kv| {
                     let (k, v) = kv.split_once('=')?;
                     Some((k.to_owned(), v.parse().ok()?))
                 })
                 .collect(),
-        ))
+        )))
     }
 
     /// The status channel's text, if the board serves one.

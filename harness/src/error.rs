@@ -67,6 +67,15 @@ pub enum HilError {
     Provision { reason: String },
 }
 
+impl From<relay_core::text::ParseError> for HilError {
+    fn from(e: relay_core::text::ParseError) -> HilError {
+        HilError::BadBanner {
+            line: e.line,
+            reason: e.reason,
+        }
+    }
+}
+
 impl HilError {
     /// What to try next.
     pub fn hint(&self) -> String {

@@ -4,7 +4,6 @@
 //! [`scenario::ALL`] are the checks of the relay contract; [`run`] runs them and returns a
 //! [`report::Record`] for each.
 
-pub mod banner;
 pub mod bench;
 pub mod board;
 pub mod error;

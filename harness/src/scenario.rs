@@ -1,12 +1,12 @@
 //! The scenarios: each checks one part of the relay contract (firmware/core/README.md) on
 //! whatever board is selected, and records a normalised transcript of what it saw.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use relay_core::Mode;
+use relay_core::text::{Counters, Status};
 
 use crate::board::Board;
 use crate::net::{Client, End, close_and_wait};
@@ -165,7 +165,7 @@ pub struct Ctx<'b> {
     pub board: &'b mut Board,
     pub t: Transcript,
     clients: usize,
-    before: Option<BTreeMap<String, u64>>,
+    before: Option<Counters>,
     /// A second handle on every client socket the scenario has not closed itself, so that its
     /// end can close them all and wait for the relay to close back.
     open: Vec<(String, tokio::net::TcpStream)>,
@@ -238,14 +238,14 @@ const MISDEEDS: &[(&str, &str)] = &[
 /// The counters that moved other than the scenario expects, in words; `None` when the
 /// firmware behaved.
 fn firmware_misdeeds(
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
+    before: &Counters,
+    after: &Counters,
     allows: &[(&str, i64)],
 ) -> Option<String> {
     let moved: Vec<String> = MISDEEDS
         .iter()
         .filter_map(|(k, what)| {
-            let d = delta(before, after, k);
+            let d = after.delta(before, k);
             let expected = allows.iter().find(|(a, _)| a == k).map_or(0, |(_, n)| *n);
             (d != expected).then(|| format!("{k} {d:+} (expected {expected:+}): {what}"))
         })
@@ -253,7 +253,7 @@ fn firmware_misdeeds(
     if moved.is_empty() {
         return None;
     }
-    let blocked = delta(before, after, "blocked_ms");
+    let blocked = after.delta(before, "blocked_ms");
     Some(format!(
         "the firmware did what the chip must not ({}; {blocked} ms blocked in loop())",
         moved.join("; ")
@@ -273,24 +273,6 @@ fn deadline() -> Instant {
     Instant::now() + CEILING
 }
 
-/// How far counter `key` moved between two status readings.
-fn delta(before: &BTreeMap<String, u64>, now: &BTreeMap<String, u64>, key: &str) -> i64 {
-    let at = |c: &BTreeMap<String, u64>| c.get(key).copied().unwrap_or(0) as i64;
-    at(now) - at(before)
-}
-
-/// The global counters of a status text.
-fn counters(status: &str) -> BTreeMap<String, u64> {
-    let first = status.lines().next().unwrap_or_default();
-    first
-        .split(' ')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
-}
-
 impl Ctx<'_> {
     /// Waits until the previous scenario's clients are gone, notes the counters, and forgets
     /// UART bytes nobody asked for (a boot message, or what a failed scenario left behind).
@@ -302,7 +284,7 @@ impl Ctx<'_> {
         let until = deadline();
         loop {
             let c = self.status_counters().await?;
-            if c.get("clients") == Some(&0) {
+            if c.get("clients") == Some(0) {
                 self.before = Some(c);
                 return Ok(());
             }
@@ -316,13 +298,14 @@ impl Ctx<'_> {
         }
     }
 
-    async fn status_counters(&self) -> Result<BTreeMap<String, u64>, Failure> {
+    /// The relay's counters, from its status channel.
+    async fn status_counters(&self) -> Result<Counters, Failure> {
         let text = self
             .board
             .status()
             .await
             .ok_or("the status channel did not answer")?;
-        Ok(counters(&text))
+        Ok(Status::parse(&text).map_err(|e| e.to_string())?.relay)
     }
 
     /// Checks that each named counter moved by exactly what the scenario expects since it
@@ -335,7 +318,7 @@ impl Ctx<'_> {
         let now = self.status_counters().await?;
         let moved: Vec<(&str, i64, i64)> = expected
             .iter()
-            .map(|&(k, want)| (k, delta(&before, &now, k), want))
+            .map(|&(k, want)| (k, now.delta(&before, k), want))
             .collect();
         let shown: Vec<String> = moved.iter().map(|(k, d, _)| format!("{k} {d:+}")).collect();
         self.t.note(format!("counters: {}", shown.join(", ")));
@@ -360,7 +343,7 @@ impl Ctx<'_> {
         let until = deadline();
         loop {
             let now = self.status_counters().await?;
-            if delta(&before, &now, key) >= by as i64 {
+            if now.delta(&before, key) >= by as i64 {
                 return Ok(());
             }
             ensure!(Instant::now() < until, "{key} never went up by {by}");
@@ -787,7 +770,7 @@ async fn overflow_guard(cx: &mut Ctx<'_>) -> Result<(), Failure> {
 }
 
 async fn slow_reader(cx: &mut Ctx<'_>) -> Result<(), Failure> {
-    let stall = Duration::from_millis(cx.board.limits.stall_ms.into());
+    let stall = Duration::from_millis(cx.board.limits.stall_timeout_ms.into());
     // A small receive window, so that a few KiB back the relay's queue up.
     let mut slow = cx.connect_with(Some(2048)).await?;
     let mut fast = cx.connect().await?;
@@ -813,7 +796,7 @@ async fn slow_reader(cx: &mut Ctx<'_>) -> Result<(), Failure> {
             chunk.len()
         );
         let stalled = match cx.before.clone() {
-            Some(b) => delta(&b, &cx.status_counters().await?, "stalls") > 0,
+            Some(b) => cx.status_counters().await?.delta(&b, "stalls") > 0,
             // Without a status channel: enough to fill any queue, then wait out the timeout.
             None => sent >= 256 << 10,
         };
@@ -839,7 +822,7 @@ async fn slow_reader(cx: &mut Ctx<'_>) -> Result<(), Failure> {
     cx.t.note("c1 closed by the relay, having missed bytes");
     if let Some(b) = cx.before.clone() {
         let now = cx.status_counters().await?;
-        let (stalls, dropped) = (delta(&b, &now, "stalls"), delta(&b, &now, "drops") > 0);
+        let (stalls, dropped) = (now.delta(&b, "stalls"), now.delta(&b, "drops") > 0);
         cx.t.note(format!(
             "counters: stalls {stalls:+}, drops went up: {dropped}"
         ));

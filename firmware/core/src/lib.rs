@@ -9,6 +9,7 @@ pub mod bounded;
 pub mod image;
 pub mod profile;
 pub mod provision;
+pub mod text;
 
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::fmt;

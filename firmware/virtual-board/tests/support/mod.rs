@@ -336,13 +336,11 @@ impl Vb {
     /// A counter from the status channel's global line.
     pub fn counter(&self, key: &str) -> u64 {
         let text = self.status();
-        let first = text.lines().next().unwrap();
-        first
-            .split(' ')
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-            .unwrap_or_else(|| panic!("no {key} in {first}"))
-            .parse()
-            .unwrap()
+        let status = relay_core::text::Status::parse(&text).unwrap();
+        status
+            .relay
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
     }
 
     /// Polls the status channel until `key` reaches `value`: the event the test waits for.
