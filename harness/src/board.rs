@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use nodemcu::profile::Profile;
 use relay_core::Config;
-use relay_core::profile::Profile;
 use relay_core::provision::{BOOT_PREFIX, REPLY_PREFIX, Wifi};
 use relay_core::text::{BANNER_PREFIX, Banner, Boot, Counters};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -321,7 +321,7 @@ async fn attach_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> 
         .args(args)
         .args(&opts.virtual_args)
         .arg("--profile")
-        .arg(&opts.profile.source)
+        .arg(opts.profile.load_arg())
         .stdin(Stdio::null())
         // The board's own progress lines would drown the run's; -v in RUST_LOG brings them back.
         .env(

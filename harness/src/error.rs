@@ -33,7 +33,7 @@ pub enum HilError {
     #[error("{reason}")]
     Usage { reason: String },
     #[error(transparent)]
-    Profile(#[from] relay_core::profile::ProfileError),
+    Profile(#[from] nodemcu::profile::ProfileError),
     #[error("the virtual board did not start: {reason}")]
     VirtualBoard { reason: String },
     #[error("benchmark failed: {reason}")]
@@ -111,9 +111,7 @@ impl HilError {
             HilError::Usage { .. } => {
                 "`relay-hil run --help` lists the board options and their variables"
             }
-            HilError::Profile(_) => {
-                "profiles live in fixtures/boards/; see the README for every key"
-            }
+            HilError::Profile(_) => "see the README's \"Board profiles\" for every key",
             HilError::VirtualBoard { .. } => "run `relay-hil virtual-board -v` to see it start",
             HilError::Bench { .. } => "a smaller run (--smoke) or -v shows where it stops",
             HilError::Control { .. } => "the virtual board may have exited; see its log above",

@@ -57,14 +57,14 @@ impl Image {
             path: path.to_owned(),
             reason,
         };
-        let bytes = relay_core::bounded::read(path, relay_core::image::FLASH_MAX).map_err(|e| {
-            use relay_core::bounded::ReadError;
+        let bytes = nodemcu::bounded::read(path, nodemcu::image::FLASH_MAX).map_err(|e| {
+            use nodemcu::bounded::ReadError;
             match e {
                 ReadError::Io(e) => bad(e.to_string()),
                 too_big => bad(format!("{too_big}, the largest ESP8266 flash")),
             }
         })?;
-        let fw = relay_core::image::parse_firmware(&bytes).map_err(|e| bad(e.to_string()))?;
+        let fw = nodemcu::image::parse_firmware(&bytes).map_err(|e| bad(e.to_string()))?;
         // The file as elf2bin wrote it: on the chip, the CRC covers the flash from 0x0 for the
         // length it stored.
         fw.check_file_crc().map_err(|e| bad(e.to_string()))?;
@@ -359,7 +359,7 @@ fn write(
         .flash_size
         .encode_flash_size(Chip::Esp8266)
         .ok()
-        .and_then(relay_core::image::flash_size)
+        .and_then(nodemcu::image::flash_size)
         .unwrap_or(4 << 20);
     if bytes.len() > flash {
         return Err(Failure::TooBig(format!(

@@ -63,7 +63,7 @@ struct BoardArgs {
     #[arg(long, env = "RELAY_HIL_ADDR", value_name = "HOST:PORT")]
     addr: Option<String>,
 
-    /// Board profile: a name in fixtures/boards or a .toml path [default: nodemcu-v2].
+    /// Board profile: a shipped one (fixtures/boards, built in) or a .toml path [default: nodemcu-v2].
     #[arg(short, long, env = "RELAY_HIL_PROFILE", value_name = "NAME|PATH")]
     profile: Option<String>,
 
@@ -124,7 +124,7 @@ struct BenchArgs {
     reps: u32,
 
     /// Baud rates of the relay on the chip's terms, repeatable or comma-separated; each needs
-    /// a board profile in fixtures/boards with that uart.baud whose relay keeps --profile's
+    /// a shipped board profile with that uart.baud whose relay keeps --profile's
     /// contract (its queues may be sized for the rate) [default: 115200,921600,3000000 on the
     /// virtual board; a NodeMCU's own rate].
     #[arg(
@@ -497,7 +497,7 @@ fn run_id() -> String {
 
 /// `relay-hil image --size`: at most the largest flash, so the file is one any board can hold.
 fn image_bytes(text: &str) -> Result<usize, String> {
-    use relay_core::{bounded::Size, image::FLASH_MAX};
+    use nodemcu::{bounded::Size, image::FLASH_MAX};
     match text.parse::<u64>() {
         Ok(n) if n <= FLASH_MAX => Ok(n as usize),
         _ => Err(format!(
@@ -508,12 +508,12 @@ fn image_bytes(text: &str) -> Result<usize, String> {
 }
 
 /// Writes a virtual-board relay image: a firmware file in the ESP8266 Arduino core's layout
-/// ([`relay_core::image::build_firmware`]), the build id record in the application's `.rodata`.
+/// ([`nodemcu::image::build_firmware`]), the build id record in the application's `.rodata`.
 fn image(build_id: Option<String>, out: &std::path::Path, size: usize) -> ExitCode {
-    use relay_core::image::{APP_START, AppSections, build_firmware, build_id_record};
+    use nodemcu::image::{APP_START, AppSections, build_firmware, build_id_record};
     let id = build_id.unwrap_or_else(|| relay_core::SOURCE_ID.to_owned());
     let record = build_id_record(&id);
-    if relay_core::image::find_build_id(&record).as_deref() != Some(id.as_str()) {
+    if nodemcu::image::find_build_id(&record).as_deref() != Some(id.as_str()) {
         eprintln!("relay-hil: build id `{id}` must be 1 to 40 letters, digits, `.`, `_` or `-`");
         return ExitCode::from(2);
     }
@@ -665,10 +665,10 @@ const BENCH_BAUDS: [u32; 3] = [115_200, 921_600, 3_000_000];
 /// with the profile that runs `profile`'s relay at it. `Err` is the one line to print.
 fn bench_rates(
     target: &Target,
-    profile: &relay_core::profile::Profile,
+    profile: &nodemcu::profile::Profile,
     asked: &[u32],
-) -> Result<Vec<(u32, relay_core::profile::Profile)>, String> {
-    use relay_core::profile::{Profile, known_profiles};
+) -> Result<Vec<(u32, nodemcu::profile::Profile)>, String> {
+    use nodemcu::profile::{Profile, known_profiles};
     match target {
         Target::Virtual { .. } => {}
         Target::Port { .. } => {
@@ -792,7 +792,7 @@ async fn bench(args: BoardArgs, opts: BenchArgs) -> ExitCode {
             }
             spinner.set_message(format!("opening a paced board ({})", profile.name));
             let sel = Selection {
-                profile: Some(profile.source.display().to_string()),
+                profile: Some(profile.origin()),
                 ..Selection::default()
             };
             let (t, o) =
@@ -853,7 +853,7 @@ fn boards() -> ExitCode {
             .usb
             .map_or("-".into(), |(v, d)| format!("{v:04x}:{d:04x}"));
         let profile = if p.bridge.is_some() {
-            relay_core::profile::DEFAULT_PROFILE
+            nodemcu::profile::DEFAULT_PROFILE
         } else {
             "-"
         };

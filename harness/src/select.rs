@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use relay_core::profile::{DEFAULT_PROFILE, Profile};
+use nodemcu::profile::{DEFAULT_PROFILE, Profile};
 use relay_core::provision::Wifi;
 
 use crate::board::{OpenOptions, Target};

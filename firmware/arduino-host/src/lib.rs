@@ -39,7 +39,7 @@ pub fn relay_firmware(env: &str) -> Option<&'static Program> {
     RELAY_FIRMWARE.iter().find(|p| p.env == env)
 }
 
-/// The build id record's mark, as `relay_core::image` finds it in an image.
+/// The build id record's mark, as `nodemcu::image` finds it in an image.
 const MARK: &[u8] = b"relay-build-id:";
 const BUILD_ID_MAX: usize = 40;
 

@@ -1,13 +1,10 @@
-//! Safe Rust binding to the portable C relay core (`relay.h`), plus board profiles.
+//! Safe Rust binding to the portable C relay core (`relay.h`), its provisioning and its text.
 //!
 //! The core is sans-IO: feed it events ([`Relay::accept`], [`Relay::client_input`],
 //! [`Relay::client_closed`], [`Relay::uart_input`], [`Relay::tick`]) and drain its work
 //! ([`Relay::uart_pending`], [`Relay::client_pending`], [`Relay::next_close`]). The behaviour
 //! contract is `firmware/core/README.md`.
 
-pub mod bounded;
-pub mod image;
-pub mod profile;
 pub mod provision;
 pub mod text;
 

@@ -15,8 +15,6 @@ pub const PSK_MAX: usize = 64;
 pub const LISTEN_MS: u32 = 250;
 /// Size of the record a board keeps in flash.
 pub const RECORD_SIZE: usize = 108;
-/// Where the record lives: this far below the end of flash (the ESP8266 core's EEPROM sector).
-pub const RECORD_FROM_END: usize = 0x5000;
 /// What a boot line starts with.
 pub const BOOT_PREFIX: &str = "relay boot ";
 /// What a reply to a request starts with.

@@ -1,6 +1,5 @@
 //! One test per rule of the relay contract (firmware/core/README.md), edges included.
 
-use relay_core::profile::Profile;
 use relay_core::{Config, Eol, Mode, Relay, limits};
 use rstest::{fixture, rstest};
 
@@ -602,57 +601,6 @@ fn invalid_slots_are_ignored(mut relay: Relay) {
         assert!(relay.client_stats(slot).is_none());
     }
     assert_eq!(relay.stats().disconnects, 0);
-}
-
-// ---- profiles ----
-
-#[rstest]
-#[case::unknown_key("name='x'\n[relay]\nmax_clientz = 3\n", "unknown field `max_clientz`")]
-#[case::wrong_type("name='x'\n[relay]\nmax_line = 'long'\n", "max_line")]
-#[case::bad_mode("name='x'\n[relay]\nmode = 'binary'\n", "mode")]
-#[case::out_of_range(
-    "name='x'\n[relay]\nmax_clients = 65\n",
-    "relay.max_clients = 65 is out of range: this core accepts 1 ..= 64"
-)]
-#[case::zero_baud("name='x'\n[uart]\nbaud = 0\n", "uart.baud must be greater than 0")]
-#[case::missing_name("[relay]\nmax_line = 8\n", "missing field `name`")]
-fn malformed_profile_is_refused_naming_the_field(#[case] text: &str, #[case] needle: &str) {
-    let e = Profile::parse(text, "bad.toml".as_ref())
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("bad.toml") && e.contains(needle), "{e}");
-}
-
-#[rstest]
-fn unknown_profile_lists_the_known_ones() {
-    let e = Profile::load("no-such-board").unwrap_err().to_string();
-    assert!(e.contains("unknown board profile `no-such-board`"), "{e}");
-    assert!(e.contains("nodemcu-v2") && e.contains("tiny"), "{e}");
-}
-
-#[rstest]
-#[case::nodemcu("nodemcu-v2")]
-#[case::nodemcu_921600("nodemcu-v2-921600")]
-#[case::nodemcu_3000000("nodemcu-v2-3000000")]
-#[case::tiny("tiny")]
-fn shipped_profiles_load_and_are_named_after_their_file(#[case] name: &str) {
-    let p = Profile::load(name).unwrap();
-    assert_eq!(p.name, name);
-}
-
-/// A profile describes its firmware's build, whose bounds are its own: limits past those of
-/// the core linked here load, up to what any build takes; a relay cannot run them here.
-#[rstest]
-fn a_profile_may_exceed_the_linked_cores_limits_up_to_any_builds() {
-    let text = "name='x'\n[relay]\ntxq_size = 4096\n";
-    let p = Profile::parse(text, "big.toml".as_ref()).unwrap();
-    assert_eq!(p.relay.txq_size, 4096);
-    assert!(p.relay.txq_size > limits().txq_size);
-    assert!(Relay::new(p.relay, 0).is_err());
-    let e = Profile::parse("name='x'\n[relay]\ntxq_size = 65536\n", "big.toml".as_ref())
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("relay.txq_size = 65536 is out of range"), "{e}");
 }
 
 /// Queue sizes are a build's, for its line rate; the rest is the relay's contract.

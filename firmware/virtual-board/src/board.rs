@@ -11,7 +11,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use arduino_host::{Executable, Options as FirmwareOptions, Page, Program, Running};
-use relay_core::provision::{self, Wifi};
+use relay_core::provision::Wifi;
 use tokio::io::unix::AsyncFd;
 
 use crate::rfc2217;
@@ -53,8 +53,8 @@ pub const FLASH_BYTES: usize = 4 << 20;
 /// at most 16 MiB, the largest ESP8266 flash. The board writes its flash in place and takes its
 /// size from the file's length, so a device or a FIFO cannot be one. Only metadata is read.
 pub fn check_flash_file(path: &std::path::Path) -> Result<(), String> {
-    use relay_core::bounded::Size;
-    use relay_core::image::FLASH_MAX;
+    use nodemcu::bounded::Size;
+    use nodemcu::image::FLASH_MAX;
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -447,14 +447,14 @@ impl Board {
             return Ok(self.firmware.built_in_id.clone());
         };
         // At most the largest flash: the file may have grown since the board started.
-        let bytes = relay_core::bounded::read(path, relay_core::image::FLASH_MAX).map_err(|e| {
+        let bytes = nodemcu::bounded::read(path, nodemcu::image::FLASH_MAX).map_err(|e| {
             tracing::warn!("cannot read the flash {}: {e}", path.display());
             "ets_main.c \r\n"
         })?;
         // The ROM checks the image at 0x0; an Arduino bootloader there boots the one behind it.
-        match relay_core::image::parse_firmware(&bytes) {
+        match nodemcu::image::parse_firmware(&bytes) {
             Ok(fw) => fw.build_id().ok_or(""),
-            Err(relay_core::image::ImageError::BadChecksum { .. }) => Err("csum err\r\n"),
+            Err(nodemcu::image::ImageError::BadChecksum { .. }) => Err("csum err\r\n"),
             Err(_) => Err("ets_main.c \r\n"),
         }
     }
@@ -975,7 +975,8 @@ fn built_in_flash(network: &arduino_host::Network) -> io::Result<File> {
     file.set_len(FLASH_BYTES as u64)?;
     file.write_all_at(&vec![0xff; FLASH_BYTES], 0)?;
     if let Ok(wifi) = Wifi::new(network.ssid.clone(), network.psk.clone()) {
-        let at = (FLASH_BYTES - provision::RECORD_FROM_END) as u64;
+        let at = nodemcu::credentials::offset(FLASH_BYTES)
+            .expect("the flash holds the EEPROM sector") as u64;
         file.write_all_at(&wifi.record(), at)?;
     }
     Ok(file)

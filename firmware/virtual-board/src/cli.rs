@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use crate::{Options, run};
 use clap::Parser;
-use relay_core::profile::{DEFAULT_PROFILE, Profile};
+use nodemcu::profile::{DEFAULT_PROFILE, Profile};
 
 /// A NodeMCU (ESP8266) relay twin: the relay firmware's own sketch, built for the host, behind
 /// a pseudo-terminal UART and a loopback address of its own.
@@ -16,7 +16,7 @@ use relay_core::profile::{DEFAULT_PROFILE, Profile};
 #[derive(Debug, Parser)]
 #[command(name = "virtual-board", version, about, long_about)]
 pub struct Cli {
-    /// Board profile: a name in fixtures/boards (or $RELAY_HIL_BOARDS_DIR) or a .toml path.
+    /// Board profile: a shipped one (fixtures/boards, built in) or a .toml path.
     #[arg(short, long, default_value = DEFAULT_PROFILE, value_name = "NAME|PATH")]
     profile: String,
 

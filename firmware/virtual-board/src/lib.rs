@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arduino_host::{Network, Program};
-use relay_core::profile::Profile;
+use nodemcu::profile::Profile;
 use relay_core::provision::Wifi;
 use relay_core::{Eol, Mode};
 use serde::{Deserialize, Serialize};
@@ -96,7 +96,7 @@ pub fn firmware_for(profile: &Profile) -> anyhow::Result<&'static Program> {
         anyhow::anyhow!(
             "profile {}: firmware.env `{env}` is no environment of firmware/esp8266/platformio.ini \
              (it has {})",
-            profile.source.display(),
+            profile.origin(),
             known.join(", ")
         )
     })?;
@@ -159,7 +159,7 @@ pub fn firmware_for(profile: &Profile) -> anyhow::Result<&'static Program> {
     if !differ.is_empty() {
         anyhow::bail!(
             "profile {} does not match the firmware environment `{env}`: {}",
-            profile.source.display(),
+            profile.origin(),
             differ.join("; ")
         );
     }

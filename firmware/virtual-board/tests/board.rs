@@ -366,7 +366,7 @@ fn every_shipped_profile_matches_its_firmware_build(
     )]
     name: &str,
 ) {
-    let profile = relay_core::profile::Profile::load(name).unwrap();
+    let profile = nodemcu::profile::Profile::load(name).unwrap();
     let build = virtual_board::firmware_for(&profile).unwrap();
     assert_eq!(build.env, profile.firmware.env);
 }
@@ -567,7 +567,7 @@ fn flash_path(tag: &str) -> std::path::PathBuf {
 /// A relay firmware.bin as the ESP8266 Arduino core's elf2bin writes it: the ROM boots the
 /// bootloader at 0x0, which boots the application, and its build id, at 0x1000.
 fn relay_image(build_id: &str) -> Vec<u8> {
-    use relay_core::image::{AppSections, build_firmware, build_id_record};
+    use nodemcu::image::{AppSections, build_firmware, build_id_record};
     let code = vec![0x55u8; 300];
     let rodata = build_id_record(build_id);
     build_firmware(
@@ -586,11 +586,8 @@ fn write_flash(path: &std::path::Path, image: &[u8]) {
     let mut flash = std::fs::read(path).unwrap_or_else(|_| vec![0xff; 4 << 20]);
     flash[..image.len()].copy_from_slice(image);
     // Provisioned, as a board that has joined a network before.
-    let rec = relay_core::provision::Wifi::new("lab", "")
-        .unwrap()
-        .record();
-    let at = flash.len() - relay_core::provision::RECORD_FROM_END;
-    flash[at..at + rec.len()].copy_from_slice(&rec);
+    let wifi = relay_core::provision::Wifi::new("lab", "").unwrap();
+    assert!(nodemcu::credentials::store(&mut flash, &wifi));
     std::fs::write(path, flash).unwrap();
 }
 
@@ -618,7 +615,7 @@ fn no_relay_boots_from_a_flash_without_a_good_relay_image(
         None => {}
         Some(usize::MAX) => write_flash(
             &path,
-            &relay_core::image::build(0x4010_0004, 4, &[(0x4010_0000, b"not ours")]),
+            &nodemcu::image::build(0x4010_0004, 4, &[(0x4010_0000, b"not ours")]),
         ),
         Some(at) => {
             let mut img = relay_image("feedc0de01");
@@ -1147,7 +1144,7 @@ fn a_board_without_a_flash_file_refuses_flash_writes_and_says_why(
 #[rstest]
 fn ram_code_that_is_not_the_stub_is_refused_and_the_loader_answers_on() {
     let path = flash_path("ram");
-    let code = relay_core::image::build(0x4010_0004, 4, &[(0x4010_0000, &[0x55; 64])]);
+    let code = nodemcu::image::build(0x4010_0004, 4, &[(0x4010_0000, &[0x55; 64])]);
     let ram_file = path.with_extension("ram");
     std::fs::write(&ram_file, code).unwrap();
     let mut vb = Vb::start_logged(&["--flash", path.to_str().unwrap()]);
@@ -1676,8 +1673,8 @@ fn a_power_cut_mid_flash_leaves_a_board_that_boots_nothing_until_reflashed() {
     let path = flash_path("powercut");
     // Segments spanning three 0x400 blocks, the build id in the last one.
     let code = vec![0x55u8; 2500];
-    let rodata = relay_core::image::build_id_record("cut0001");
-    let image = relay_core::image::build(
+    let rodata = nodemcu::image::build_id_record("cut0001");
+    let image = nodemcu::image::build(
         0x4010_0004,
         4,
         &[(0x4010_0000, &code), (0x3ffe_8000, &rodata)],
@@ -1749,7 +1746,7 @@ fn a_power_cut_mid_flash_leaves_a_board_that_boots_nothing_until_reflashed() {
 /// with a reason, keeps good ones in its flash's EEPROM sector, and starts the relay.
 #[rstest]
 fn an_unprovisioned_board_waits_for_credentials_and_keeps_them_in_flash() {
-    use relay_core::provision::{RECORD_FROM_END, RECORD_SIZE, Wifi};
+    use relay_core::provision::Wifi;
     let path = flash_path("provision");
     let image = relay_image("prov0001");
     let mut flash = vec![0xffu8; 4 << 20];
@@ -1784,9 +1781,8 @@ fn an_unprovisioned_board_waits_for_credentials_and_keeps_them_in_flash() {
         vb.uart_line_starting("relay ready ")
             .contains(" build=prov0001 ")
     );
-    let at = (4 << 20) - RECORD_FROM_END;
-    let stored = std::fs::read(&path).unwrap()[at..at + RECORD_SIZE].to_vec();
-    assert_eq!(Wifi::from_record(&stored), Some(wifi.clone()));
+    let flash = std::fs::read(&path).unwrap();
+    assert_eq!(nodemcu::credentials::stored(&flash), Some(wifi.clone()));
 
     // Provisioned now: the next boot names the credentials and starts without being asked.
     assert_eq!(vb.control("reset"), "ok reset\n");

@@ -1,13 +1,13 @@
-//! Board profiles (`fixtures/boards/*.toml`): a board's relay limits, UART and ports.
+//! Board profiles: a board's relay limits, UART and ports, shipped (`fixtures/boards/*.toml`,
+//! built in) or from a file.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use relay_core::{Config, ConfigError};
 use serde::Deserialize;
 
-use crate::{Config, ConfigError};
-
-/// Where named profiles live unless `RELAY_HIL_BOARDS_DIR` says otherwise.
-pub const DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/boards");
+include!(concat!(env!("OUT_DIR"), "/shipped.rs"));
 
 /// The profile used when none is named.
 pub const DEFAULT_PROFILE: &str = "nodemcu-v2";
@@ -33,9 +33,19 @@ pub struct Profile {
     pub capabilities: Capabilities,
     #[serde(default)]
     pub firmware: FirmwareSection,
-    /// The file this profile was read from: what to hand another process that needs it.
+    /// Where this profile came from.
     #[serde(skip)]
-    pub source: PathBuf,
+    pub source: Source,
+}
+
+/// Where a profile came from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Source {
+    /// Built in from `fixtures/boards/<name>.toml`.
+    #[default]
+    Shipped,
+    /// Read from this file.
+    File(PathBuf),
 }
 
 /// What the board behind a profile can be asked to do. A scenario that needs a capability the
@@ -127,12 +137,8 @@ impl Default for FirmwareSection {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("unknown board profile `{name}`; known profiles in {dir}: {known}")]
-    Unknown {
-        name: String,
-        dir: PathBuf,
-        known: String,
-    },
+    #[error("unknown board profile `{name}`; the shipped ones are {known}, or give a .toml path")]
+    Unknown { name: String, known: String },
     #[error("cannot read board profile {path}: {source}")]
     Read {
         path: PathBuf,
@@ -180,54 +186,28 @@ fn one_line(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-/// The folder named profiles are looked up in.
-pub fn profiles_dir() -> PathBuf {
-    let dir = std::env::var_os("RELAY_HIL_BOARDS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
-    std::fs::canonicalize(&dir).unwrap_or(dir)
-}
-
-/// Names of the profiles in [`profiles_dir`], sorted.
+/// Names of the shipped profiles, sorted.
 pub fn known_profiles() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(profiles_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let p = e.path();
-            (p.extension()? == "toml").then(|| p.file_stem()?.to_str().map(str::to_owned))?
-        })
-        .collect();
-    names.sort();
-    names
+    SHIPPED.iter().map(|(name, _)| (*name).to_owned()).collect()
 }
 
 impl Profile {
-    /// Loads a profile by name (from [`profiles_dir`]) or by path (anything with a `/` or a
-    /// `.toml` ending).
+    /// Loads a profile by name (a shipped one) or by path (anything with a `/` or a `.toml`
+    /// ending).
     pub fn load(name_or_path: &str) -> Result<Profile, ProfileError> {
         let is_path = name_or_path.contains('/') || name_or_path.ends_with(".toml");
-        let path = if is_path {
-            PathBuf::from(name_or_path)
-        } else {
-            let dir = profiles_dir();
-            let path = dir.join(format!("{name_or_path}.toml"));
-            if !path.is_file() {
-                let known = known_profiles();
-                let known = if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                };
+        if !is_path {
+            let Some((name, text)) = SHIPPED.iter().find(|(n, _)| *n == name_or_path) else {
                 return Err(ProfileError::Unknown {
                     name: name_or_path.to_owned(),
-                    dir,
-                    known,
+                    known: known_profiles().join(", "),
                 });
-            }
-            path
-        };
+            };
+            let mut profile = Profile::parse(text, &shipped_path(name))?;
+            profile.source = Source::Shipped;
+            return Ok(profile);
+        }
+        let path = PathBuf::from(name_or_path);
         let read = |source| ProfileError::Read {
             path: path.clone(),
             source,
@@ -244,13 +224,29 @@ impl Profile {
         Profile::parse(&text, &path)
     }
 
-    /// Parses and validates profile text; `path` is only used in messages.
+    /// What [`Profile::load`] takes to load this profile again, in another process.
+    pub fn load_arg(&self) -> OsString {
+        match &self.source {
+            Source::Shipped => self.name.clone().into(),
+            Source::File(path) => path.clone().into(),
+        }
+    }
+
+    /// Where it came from, for messages: its file, or its name and `(built in)`.
+    pub fn origin(&self) -> String {
+        match &self.source {
+            Source::Shipped => format!("{} (built in)", self.name),
+            Source::File(path) => path.display().to_string(),
+        }
+    }
+
+    /// Parses and validates profile text read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
         let mut profile: Profile = toml::from_str(text).map_err(|e| ProfileError::Malformed {
             path: path.to_owned(),
             message: one_line(text, &e),
         })?;
-        profile.source = path.to_owned();
+        profile.source = Source::File(path.to_owned());
         profile
             .relay
             .check_buildable()
@@ -267,4 +263,9 @@ impl Profile {
         }
         Ok(profile)
     }
+}
+
+/// The path a shipped profile's messages name: its file in the source tree.
+fn shipped_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("fixtures/boards/{name}.toml"))
 }

@@ -1,6 +1,6 @@
 //! ESP8266 image parsing: what the ROM accepts, what it refuses, and the relay's build id.
 
-use relay_core::image::{
+use nodemcu::image::{
     self, APP_START, AppSections, BOOT_PADDING, CRC_LEN_AT, CRC_VAL_AT, IROM_START, ImageError,
     add_crc, build, build_id_record, parse, parse_firmware,
 };
