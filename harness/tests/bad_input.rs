@@ -215,7 +215,7 @@ fn assert_bounded_refusal(tag: &str, args: &[&str], needle: &str) {
 }
 
 /// `/dev/zero` wherever a file is read. Memory is bounded by construction: images and profiles
-/// go through `relay_core::bounded::read`, which reads at most one byte past the bound (16 MiB,
+/// go through `nodemcu::bounded::read`, which reads at most one byte past the bound (16 MiB,
 /// 64 KiB), and a flash file is only stat'ed, never read, before the board starts. The cap
 /// makes a run that reads more fail here instead of eating the machine.
 #[rstest]
@@ -396,6 +396,6 @@ fn the_largest_image_fills_the_largest_flash() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(bytes.len(), 16 << 20);
-    let fw = relay_core::image::parse_firmware(&bytes).unwrap();
+    let fw = nodemcu::image::parse_firmware(&bytes).unwrap();
     assert_eq!(fw.check_file_crc(), Ok(()));
 }

@@ -328,3 +328,53 @@ fn a_relay_that_stops_counting_fails_the_run() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An installed `relay-hil` needs nothing from the tree it was built in: a copy in an empty
+/// folder runs the suite there, its profiles and firmware built in, its artifacts and flash
+/// file written beside it. Where user namespaces allow, the build tree is hidden from it
+/// (an empty tmpfs mounted over the workspace), so a binary that reached into it would fail.
+#[rstest]
+fn a_copy_in_an_empty_folder_runs_the_suite() {
+    let dir = temp_dir("installed");
+    let bin = dir.join("relay-hil");
+    std::fs::copy(BIN, &bin).unwrap();
+    let tree = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let hidden = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "mount",
+            "-t",
+            "tmpfs",
+            "none",
+        ])
+        .arg(tree)
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut cmd = if hidden {
+        let mut c = Command::new("unshare");
+        c.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+            .arg(r#"mount -t tmpfs none "$1" && test -z "$(ls -A "$1")" && exec ./relay-hil run"#)
+            .arg("sh")
+            .arg(tree);
+        c
+    } else {
+        eprintln!("no user namespaces here: the build tree stays visible");
+        let mut c = Command::new(&bin);
+        c.arg("run");
+        c
+    };
+    let out = cmd
+        .current_dir(&dir)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let table = assert_passed(&out, &["echo", "capacity", "overflow_guard"]);
+    assert!(table.contains("10 passed, 0 failed, 1 skipped"), "{table}");
+    assert!(dir.join("target/relay-hil/latest/junit.xml").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{printed, relay_hil, temp_dir};
-use relay_core::image;
+use nodemcu::image;
 use relay_hil::board::Board;
 use relay_hil::error::HilError;
 use relay_hil::flash::{self, Flashed, Image, Progress};
