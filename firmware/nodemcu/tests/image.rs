@@ -115,17 +115,19 @@ fn an_unterminated_build_id_is_not_one() {
 fn firmware(id: &str, irom_len: usize) -> Vec<u8> {
     let irom: Vec<u8> = (0..irom_len).map(|i| (i * 31 + 3) as u8).collect();
     let rodata = [b"banner text\0".as_slice(), &build_id_record(id)].concat();
-    image::build_firmware(
-        FOUR_MB,
-        &AppSections {
-            entry: ENTRY,
-            irom0_text: &irom,
-            text: &[0x11; 301],
-            text1: &[0x22; 42],
-            data: &[0x33; 17],
-            rodata: &rodata,
-        },
-    )
+    image::build_firmware(FOUR_MB, &app(&irom, &rodata))
+}
+
+/// An application with these flash code and read-only data, and fixed RAM sections.
+fn app<'a>(irom0_text: &'a [u8], rodata: &'a [u8]) -> AppSections<'a> {
+    AppSections {
+        entry: ENTRY,
+        irom0_text,
+        text: &[0x11; 301],
+        text1: &[0x22; 42],
+        data: &[0x33; 17],
+        rodata,
+    }
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -139,14 +141,7 @@ fn firmware_round_trips_in_the_elf2bin_layout(
 ) {
     let irom: Vec<u8> = (0..irom_len).map(|i| i as u8).collect();
     let rodata = build_id_record("app0001");
-    let app = AppSections {
-        entry: ENTRY,
-        irom0_text: &irom,
-        text: &[0x11; 301],
-        text1: &[0x22; 42],
-        data: &[0x33; 17],
-        rodata: &rodata,
-    };
+    let app = app(&irom, &rodata);
     let bin = image::build_firmware(flash_code, &app);
     let fw = parse_firmware(&bin).unwrap();
 
