@@ -2,7 +2,16 @@
 
 use std::path::Path;
 
-const SOURCES: [&str; 2] = ["relay.h", "relay.c"];
+/// Every file of the core, in the order build_id.py and firmware/arduino-host/build.rs hash them.
+const SOURCES: [&str; 5] = [
+    "relay.h",
+    "relay.c",
+    "provision.h",
+    "provision.c",
+    "relay_internal.h",
+];
+/// The translation units among them.
+const UNITS: [&str; 2] = ["relay.c", "provision.c"];
 
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -13,7 +22,7 @@ fn main() {
 
     let mut build = cc::Build::new();
     build
-        .file(dir.join("relay.c"))
+        .files(UNITS.map(|u| dir.join(u)))
         .include(dir)
         .std("c11")
         .warnings_into_errors(true)

@@ -1,4 +1,5 @@
-//! WiFi credentials and the UART provisioning exchange, through the C core's one implementation.
+//! WiFi credentials and the UART provisioning exchange, through the C core's one implementation
+//! (`provision.h`).
 //!
 //! A board prints a boot line naming its stored credentials by digest, then listens for a
 //! `relay provision` request (for [`LISTEN_MS`] when it has credentials, until it gets some when
