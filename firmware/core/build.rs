@@ -1,6 +1,8 @@
-//! Compiles the C relay core with warnings as errors and derives its source id.
+//! Compiles the C relay core with warnings as errors, derives its source id, and writes the
+//! headers' constants and struct layouts, as the host C compiler sees them, for the binding.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Every file of the core, in the order build_id.py and firmware/arduino-host/build.rs hash them.
 const SOURCES: [&str; 5] = [
@@ -12,25 +14,20 @@ const SOURCES: [&str; 5] = [
 ];
 /// The translation units among them.
 const UNITS: [&str; 2] = ["relay.c", "provision.c"];
+/// The host program that prints the constants and layouts (src/c_consts.c).
+const PROBE: &str = "src/c_consts.c";
 
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for src in SOURCES {
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    for src in SOURCES.into_iter().chain([PROBE]) {
         println!("cargo:rerun-if-changed={src}");
     }
     println!("cargo:rerun-if-env-changed=RELAY_CORE_SANITIZE");
 
-    let mut build = cc::Build::new();
+    let mut build = strict(dir);
     build
         .files(UNITS.map(|u| dir.join(u)))
-        .include(dir)
-        .std("c11")
-        .warnings_into_errors(true)
-        .flag("-Wall")
-        .flag("-Wextra")
-        .flag("-Wpedantic")
-        .flag("-Wshadow")
-        .flag("-Wconversion")
         .flag("-ffreestanding");
     // `RELAY_CORE_SANITIZE=address` builds the core under ASan; the test binary must then run
     // with the ASan runtime preloaded (see ci/asan.sh).
@@ -48,6 +45,8 @@ fn main() {
     build.compile("relay");
     println!("cargo:include={}", dir.display());
 
+    write_c_consts(dir, &out);
+
     // A stable FNV-1a digest of the core's sources: the build id of anything built from them.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for src in SOURCES {
@@ -58,4 +57,38 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=RELAY_CORE_SOURCE_ID={:012x}", hash >> 16);
+}
+
+/// The core's host flags: the probe gets them too (less -ffreestanding, as it prints), so that
+/// it sees the same constants and layouts as the library the binding links.
+fn strict(dir: &Path) -> cc::Build {
+    let mut build = cc::Build::new();
+    build
+        .include(dir)
+        .std("c11")
+        .warnings_into_errors(true)
+        .flag("-Wall")
+        .flag("-Wextra")
+        .flag("-Wpedantic")
+        .flag("-Wshadow")
+        .flag("-Wconversion");
+    build
+}
+
+/// Compiles and runs the probe; its output, Rust `pub const` items, becomes
+/// `$OUT_DIR/c_consts.rs`, which src/lib.rs includes and checks its own types against.
+fn write_c_consts(dir: &Path, out: &Path) {
+    let exe = out.join("c_consts");
+    let compiler = strict(dir).cargo_metadata(false).get_compiler();
+    let status = compiler
+        .to_command()
+        .arg(dir.join(PROBE))
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .expect("the host C compiler runs");
+    assert!(status.success(), "compiling {PROBE} failed");
+    let run = Command::new(&exe).output().expect("the probe runs");
+    assert!(run.status.success(), "{PROBE} failed: {run:?}");
+    std::fs::write(out.join("c_consts.rs"), run.stdout).expect("OUT_DIR is writable");
 }

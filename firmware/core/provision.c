@@ -3,7 +3,7 @@
 #include "relay.h" /* RELAY_VERSION, for the boot line */
 #include "relay_internal.h"
 
-static const char PROV_PREFIX[] = "relay provision ";
+static const char PROV_PREFIX[] = RELAY_PROVISION_PREFIX;
 #define PROV_PREFIX_LEN (sizeof PROV_PREFIX - 1)
 static const char HEX[] = "0123456789abcdef";
 static const uint8_t CRED_MAGIC[4] = {'R', 'L', 'W', '1'};
@@ -221,7 +221,7 @@ static void w_digest(writer_t *w, const relay_wifi_t *wifi) {
 size_t relay_format_boot(const relay_wifi_t *stored, const char *build_id, char *buf,
                          size_t cap) {
     writer_t w = {buf, cap, 0};
-    w_str(&w, "relay boot version=" RELAY_VERSION " build=");
+    w_str(&w, RELAY_BOOT_PREFIX "version=" RELAY_VERSION " build=");
     w_token(&w, build_id, 40);
     w_str(&w, " wifi=");
     if (stored != NULL) {
@@ -238,10 +238,10 @@ size_t relay_format_provision_reply(int result, const relay_wifi_t *wifi, char *
                                     size_t cap) {
     writer_t w = {buf, cap, 0};
     if (result == RELAY_PROV_OK) {
-        w_str(&w, "relay provision ok wifi=");
+        w_str(&w, RELAY_PROVISION_PREFIX "ok wifi=");
         w_digest(&w, wifi);
     } else {
-        w_str(&w, "relay provision error ");
+        w_str(&w, RELAY_PROVISION_PREFIX "error ");
         w_str(&w, relay_provision_strerror(result));
     }
     w_str(&w, "\r\n");

@@ -14,6 +14,10 @@
 extern "C" {
 #endif
 
+/* What a boot line and a request (and its reply) start with. */
+#define RELAY_BOOT_PREFIX "relay boot "
+#define RELAY_PROVISION_PREFIX "relay provision "
+
 #define RELAY_SSID_MAX 32
 #define RELAY_PSK_MAX 64
 /* A provisioned board listens this long after its boot line; an unprovisioned one, forever. */

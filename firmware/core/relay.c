@@ -2,11 +2,16 @@
 #include "relay.h"
 #include "relay_internal.h"
 
-_Static_assert(RELAY_MAX_CLIENTS >= 1 && RELAY_MAX_CLIENTS <= 64, "RELAY_MAX_CLIENTS 1..64");
-_Static_assert(RELAY_MAX_LINE >= 1 && RELAY_MAX_LINE <= 4096, "RELAY_MAX_LINE 1..4096");
-_Static_assert(RELAY_TXQ_SIZE >= RELAY_NOTICE_MAX && RELAY_TXQ_SIZE <= 65535,
+_Static_assert(RELAY_MAX_CLIENTS >= 1 && RELAY_MAX_CLIENTS <= RELAY_MAX_CLIENTS_LIMIT,
+               "RELAY_MAX_CLIENTS 1..RELAY_MAX_CLIENTS_LIMIT");
+_Static_assert(RELAY_MAX_CLIENTS_LIMIT <= 127, "slot numbers fit the int8_t wait queue");
+_Static_assert(RELAY_MAX_LINE >= 1 && RELAY_MAX_LINE <= RELAY_MAX_LINE_LIMIT,
+               "RELAY_MAX_LINE 1..RELAY_MAX_LINE_LIMIT");
+_Static_assert(RELAY_QUEUE_SIZE_LIMIT <= UINT16_MAX, "queue positions fit uint16_t");
+_Static_assert(RELAY_TXQ_SIZE >= RELAY_NOTICE_MAX && RELAY_TXQ_SIZE <= RELAY_QUEUE_SIZE_LIMIT,
                "RELAY_TXQ_SIZE must hold a notice and fit uint16_t");
-_Static_assert(RELAY_UARTQ_SIZE >= RELAY_MAX_LINE + RELAY_EOL_MAX && RELAY_UARTQ_SIZE <= 65535,
+_Static_assert(RELAY_UARTQ_SIZE >= RELAY_MAX_LINE + RELAY_EOL_MAX &&
+                   RELAY_UARTQ_SIZE <= RELAY_QUEUE_SIZE_LIMIT,
                "RELAY_UARTQ_SIZE must hold one full line and fit uint16_t");
 
 enum { SLOT_FREE = 0, SLOT_OPEN = 1, SLOT_CLOSING = 2 };

@@ -18,6 +18,12 @@ extern "C" {
 
 #define RELAY_VERSION "0.1.0"
 
+/* How far any build may raise the bounds below: slot numbers fit int8_t, queue positions
+ * uint16_t. */
+#define RELAY_MAX_CLIENTS_LIMIT 64
+#define RELAY_MAX_LINE_LIMIT 4096
+#define RELAY_QUEUE_SIZE_LIMIT 65535
+
 /* Compile-time bounds. The runtime config may lower each of them, never raise it. */
 #ifndef RELAY_MAX_CLIENTS
 #define RELAY_MAX_CLIENTS 4
