@@ -237,7 +237,9 @@ int relay_accept(relay_t *r) {
         struct relay_client *c = &r->client[i];
         if (c->state == SLOT_FREE) {
             c->state = SLOT_OPEN;
-            c->st.id = r->next_id++;
+            c->st.id = r->next_id;
+            /* 0 is a free slot's id: after 0xFFFFFFFF, ids start again at 1. */
+            r->next_id = r->next_id == UINT32_MAX ? 1 : r->next_id + 1;
             r->st.accepted++;
             return i;
         }

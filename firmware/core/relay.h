@@ -87,7 +87,7 @@ enum relay_status {
 #define RELAY_REJECTED (-1)
 
 typedef struct relay_client_stats {
-    uint32_t id;        /* connection number since boot, 1-based; 0 for a free slot */
+    uint32_t id;        /* connection number since boot, from 1, wrapping to 1; 0: free slot */
     uint32_t lines;     /* lines (line mode) or chunks (raw mode) forwarded to the UART */
     uint32_t overflows; /* overlong lines discarded by the guard */
     uint32_t txq_high;  /* transmit-queue high-water mark, bytes */

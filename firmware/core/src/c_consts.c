@@ -64,8 +64,10 @@ int main(void) {
     INT(PROV_E_SSID, "i32", RELAY_PROV_E_SSID);
     INT(PROV_E_PSK, "i32", RELAY_PROV_E_PSK);
 
-    /* relay_t is opaque to Rust, which only allocates it. */
+    /* relay_t is opaque to Rust, which only allocates it, and sets next_id in tests. */
     layout("RELAY", sizeof(relay_t), _Alignof(relay_t), NULL, 0);
+    USIZE(RELAY_NEXT_ID_OFFSET, offsetof(relay_t, next_id));
+    USIZE(RELAY_NEXT_ID_SIZE, sizeof(((relay_t *)NULL)->next_id));
     LAYOUT(CONFIG, relay_config_t, offsetof(relay_config_t, max_clients),
            offsetof(relay_config_t, max_line), offsetof(relay_config_t, txq_size),
            offsetof(relay_config_t, uartq_size), offsetof(relay_config_t, stall_timeout_ms),

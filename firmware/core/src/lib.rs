@@ -405,6 +405,11 @@ pub struct Relay {
     config: Config,
 }
 
+const _: () = assert!(
+    c::RELAY_NEXT_ID_SIZE == size_of::<u32>() && c::RELAY_NEXT_ID_OFFSET % align_of::<u32>() == 0,
+    "relay_t's next_id is not an aligned uint32_t"
+);
+
 const RELAY_LAYOUT: Layout = match Layout::from_size_align(c::RELAY.size, c::RELAY.align) {
     Ok(layout) => layout,
     Err(_) => panic!("sizeof and _Alignof of relay_t make no Rust Layout"),
@@ -473,6 +478,23 @@ impl Relay {
 
     fn raw_mut(&mut self) -> *mut c_void {
         self.state.as_ptr().cast()
+    }
+
+    /// Sets the id the next accepted connection gets, as if that many had connected before:
+    /// reaching the ids' u32 wrap by accepting takes 2^32 connections. For tests only; the core
+    /// has no such call, so this writes `relay_t`'s `next_id` where C placed it.
+    #[doc(hidden)]
+    pub fn set_next_id(&mut self, id: u32) {
+        assert_ne!(id, 0, "0 is a free slot's id");
+        // SAFETY: state is a relay_t, aligned as C aligns it, with an aligned uint32_t next_id
+        // at RELAY_NEXT_ID_OFFSET (checked above); the core reads it only when it accepts.
+        unsafe {
+            self.state
+                .as_ptr()
+                .add(c::RELAY_NEXT_ID_OFFSET)
+                .cast::<u32>()
+                .write(id)
+        }
     }
 
     /// Takes a free slot, or `None` when all are taken: the platform then sends
