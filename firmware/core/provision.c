@@ -92,6 +92,11 @@ static int provision_parse(const uint8_t *s, size_t len, relay_wifi_t *out) {
     if (n == 0 || n > RELAY_SSID_MAX) {
         return RELAY_PROV_E_SSID;
     }
+    for (int i = 0; i < n; i++) {
+        if (w.ssid[i] == '\0') {
+            return RELAY_PROV_E_SSID_NUL;
+        }
+    }
     w.ssid_len = (uint8_t)n;
     n = take_hex(s, len, &pos, " psk=", 5, w.psk, RELAY_PSK_MAX);
     if (n < 0 || pos != len) {
@@ -140,6 +145,8 @@ const char *relay_provision_strerror(int result) {
                "or 64 hex digits";
     case RELAY_PROV_E_LONG:
         return "request too long";
+    case RELAY_PROV_E_SSID_NUL:
+        return "the ssid must not contain a NUL byte";
     default:
         return "no request";
     }

@@ -52,6 +52,7 @@ enum relay_provision_result {
     RELAY_PROV_E_SSID = -2,
     RELAY_PROV_E_PSK = -3,
     RELAY_PROV_E_LONG = -4,
+    RELAY_PROV_E_SSID_NUL = -5, /* the platform's WiFi API would cut the ssid at the NUL */
 };
 
 /* Feeds one UART byte; at the end of a request line returns RELAY_PROV_OK or an error. */
