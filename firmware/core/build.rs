@@ -29,18 +29,26 @@ fn main() {
     build
         .files(UNITS.map(|u| dir.join(u)))
         .flag("-ffreestanding");
-    // `RELAY_CORE_SANITIZE=address` builds the core under ASan; the test binary must then run
-    // with the ASan runtime preloaded (see ci/asan.sh).
-    if let Ok(san) = std::env::var("RELAY_CORE_SANITIZE") {
-        if !san.is_empty() {
+    // `RELAY_CORE_SANITIZE=address` builds the core under ASan, whose runtime the test binaries
+    // must then preload; `=undefined` under UBSan, aborting at the first report so that a test
+    // fails. ci/sanitizers.sh runs both.
+    let sanitizer = std::env::var("RELAY_CORE_SANITIZE").unwrap_or_default();
+    match sanitizer.as_str() {
+        "" => {}
+        "address" => {
             build
-                .flag(format!("-fsanitize={san}"))
+                .flag("-fsanitize=address")
                 .flag("-fno-omit-frame-pointer");
-            println!(
-                "cargo:rustc-link-lib=dylib={}",
-                if san == "address" { "asan" } else { &san }
-            );
+            println!("cargo:rustc-link-lib=dylib=asan");
         }
+        "undefined" => {
+            build
+                .flag("-fsanitize=undefined")
+                .flag("-fno-sanitize-recover=all")
+                .flag("-fno-omit-frame-pointer");
+            println!("cargo:rustc-link-lib=dylib=ubsan");
+        }
+        other => panic!("RELAY_CORE_SANITIZE={other}: expected address or undefined"),
     }
     build.compile("relay");
     println!("cargo:include={}", dir.display());
