@@ -17,6 +17,17 @@ const LAYER: [&str; 7] = [
     "src/eeprom.cpp",
 ];
 
+/// The relay core's files, in the order build_id.py hashes them (firmware/core/build.rs lists
+/// the same), and the translation units among them (library.json's srcFilter).
+const CORE_SOURCES: [&str; 5] = [
+    "relay.h",
+    "relay.c",
+    "provision.h",
+    "provision.c",
+    "relay_internal.h",
+];
+const CORE_UNITS: [&str; 2] = ["relay.c", "provision.c"];
+
 /// Room in the build id record: the virtual board writes a flashed image's id (up to 40
 /// characters) over the host build's own.
 const BUILD_ID_MAX: usize = 40;
@@ -40,7 +51,7 @@ fn main() {
     println!("cargo:rerun-if-changed=include");
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=tests/probe/probe.cpp");
-    for f in ["relay.h", "relay.c"] {
+    for f in CORE_SOURCES {
         println!("cargo:rerun-if-changed={}", core.join(f).display());
     }
     println!(
@@ -68,7 +79,10 @@ fn main() {
             cpp.define(k, v.as_str());
         }
         cpp.define("RELAY_BUILD_ID", padded.as_str());
-        objects.extend(c.file(core.join("relay.c")).compile_intermediates());
+        objects.extend(
+            c.files(CORE_UNITS.map(|u| core.join(u)))
+                .compile_intermediates(),
+        );
         objects.extend(
             cpp.file(sketch.join("src/main.cpp"))
                 .compile_intermediates(),
@@ -210,12 +224,10 @@ fn environments(text: &str) -> Vec<(String, Vec<(String, String)>)> {
 /// The id build_id.py gives this environment: FNV-1a 64 over the same files and the name.
 fn build_id(core: &Path, sketch: &Path, env: &str) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let files = [
-        core.join("relay.h"),
-        core.join("relay.c"),
-        sketch.join("src/main.cpp"),
-        sketch.join("platformio.ini"),
-    ];
+    let files = CORE_SOURCES
+        .map(|f| core.join(f))
+        .into_iter()
+        .chain([sketch.join("src/main.cpp"), sketch.join("platformio.ini")]);
     let mut data = Vec::new();
     for f in files {
         data.extend(std::fs::read(&f).expect("a firmware source is readable"));

@@ -2,7 +2,8 @@
  *
  * The behaviour is specified in README.md next to this file. The core never reads a clock,
  * a socket or a UART: the platform feeds events in and drains work out. All storage lives in
- * a caller-owned relay_t whose size is fixed by the compile-time bounds below.
+ * a caller-owned relay_t whose size is fixed by the compile-time bounds below. WiFi
+ * provisioning at boot is apart, in provision.h.
  */
 #ifndef RELAY_H
 #define RELAY_H
@@ -16,6 +17,15 @@ extern "C" {
 #endif
 
 #define RELAY_VERSION "0.1.0"
+/* What the banner line and the status text begin with. */
+#define RELAY_BANNER_PREFIX "relay ready "
+#define RELAY_STATUS_PREFIX "relay status "
+
+/* How far any build may raise the bounds below: slot numbers fit int8_t, queue positions
+ * uint16_t. */
+#define RELAY_MAX_CLIENTS_LIMIT 64
+#define RELAY_MAX_LINE_LIMIT 4096
+#define RELAY_QUEUE_SIZE_LIMIT 65535
 
 /* Compile-time bounds. The runtime config may lower each of them, never raise it. */
 #ifndef RELAY_MAX_CLIENTS
@@ -80,7 +90,7 @@ enum relay_status {
 #define RELAY_REJECTED (-1)
 
 typedef struct relay_client_stats {
-    uint32_t id;        /* connection number since boot, 1-based; 0 for a free slot */
+    uint32_t id;        /* connection number since boot, from 1, wrapping to 1; 0: free slot */
     uint32_t lines;     /* lines (line mode) or chunks (raw mode) forwarded to the UART */
     uint32_t overflows; /* overlong lines discarded by the guard */
     uint32_t txq_high;  /* transmit-queue high-water mark, bytes */
@@ -170,61 +180,6 @@ size_t relay_format_reject(const relay_t *r, char *buf, size_t cap);
 size_t relay_format_banner(const relay_t *r, const relay_banner_info_t *info, char *buf,
                            size_t cap);
 size_t relay_format_status(const relay_t *r, char *buf, size_t cap);
-
-/* --- provisioning: WiFi credentials over the UART, right after boot (README.md) --- */
-
-#define RELAY_SSID_MAX 32
-#define RELAY_PSK_MAX 64
-/* A provisioned board listens this long after its boot line; an unprovisioned one, forever. */
-#define RELAY_PROVISION_LISTEN_MS 250
-/* Longest request line: "relay provision ssid=<64 hex> psk=<128 hex>" and its terminator. */
-#define RELAY_PROVISION_LINE_MAX 224
-/* Boot and reply lines, incl. NUL. */
-#define RELAY_PROVISION_TEXT_MAX 128
-/* The credential record platforms keep in flash, and where: the ESP8266 Arduino core's EEPROM
- * sector, 0x5000 below the end of flash (after it: RF calibration and the SDK's WiFi data). */
-#define RELAY_CRED_RECORD_SIZE 108
-#define RELAY_CRED_FROM_END 0x5000
-
-typedef struct relay_wifi {
-    uint8_t ssid_len;                /* 1 ..= RELAY_SSID_MAX */
-    uint8_t psk_len;                 /* 0 (open network) or 8 ..= RELAY_PSK_MAX */
-    char ssid[RELAY_SSID_MAX + 1];   /* NUL-terminated for the platform's WiFi API */
-    char psk[RELAY_PSK_MAX + 1];
-} relay_wifi_t;
-
-/* A request line being received, byte by byte. Zero-initialise it. */
-typedef struct relay_provision {
-    uint16_t len;
-    uint8_t overlong;
-    uint8_t line[RELAY_PROVISION_LINE_MAX];
-} relay_provision_t;
-
-enum relay_provision_result {
-    RELAY_PROV_NONE = 1, /* no complete request yet (other lines are ignored) */
-    RELAY_PROV_OK = 0,   /* *out holds the new credentials */
-    RELAY_PROV_E_FORMAT = -1,
-    RELAY_PROV_E_SSID = -2,
-    RELAY_PROV_E_PSK = -3,
-    RELAY_PROV_E_LONG = -4,
-};
-
-/* Feeds one UART byte; at the end of a request line returns RELAY_PROV_OK or an error. */
-int relay_provision_input(relay_provision_t *p, uint8_t byte, relay_wifi_t *out);
-const char *relay_provision_strerror(int result);
-/* FNV-1a over the credentials: what the boot line and replies show instead of them. */
-uint32_t relay_wifi_digest(const relay_wifi_t *w);
-/* The flash record: encode writes RELAY_CRED_RECORD_SIZE bytes (cap must hold them) and
- * returns that size, or 0; decode is false for erased, foreign or corrupt records. */
-size_t relay_wifi_encode(const relay_wifi_t *w, uint8_t *rec, size_t cap);
-bool relay_wifi_decode(const uint8_t *rec, size_t len, relay_wifi_t *out);
-/* "relay boot version=.. build=.. wifi=<digest>|none listen_ms=..", stored may be NULL. */
-size_t relay_format_boot(const relay_wifi_t *stored, const char *build_id, char *buf,
-                         size_t cap);
-/* "relay provision ok wifi=<digest>" or "relay provision error <reason>". */
-size_t relay_format_provision_reply(int result, const relay_wifi_t *w, char *buf, size_t cap);
-/* The request a host sends: "relay provision ssid=<hex> psk=<hex>". */
-size_t relay_format_provision_request(const relay_wifi_t *w, char *buf, size_t cap);
 
 /* Compile-time bounds of this build, for bindings. */
 typedef struct relay_limits {

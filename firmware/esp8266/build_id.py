@@ -8,9 +8,9 @@ Import("env")  # noqa: F821 (PlatformIO provides it)
 import pathlib
 
 root = pathlib.Path(env.subst("$PROJECT_DIR"))  # noqa: F821
-sources = [
-    root.parent / "core" / "relay.h",
-    root.parent / "core" / "relay.c",
+# The core's files in the order firmware/core/build.rs and firmware/arduino-host/build.rs use.
+core = ["relay.h", "relay.c", "provision.h", "provision.c", "relay_internal.h"]
+sources = [root.parent / "core" / name for name in core] + [
     root / "src" / "main.cpp",
     root / "platformio.ini",
 ]

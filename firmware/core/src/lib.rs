@@ -8,28 +8,76 @@
 pub mod provision;
 pub mod text;
 
+use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::fmt;
+use std::ptr::NonNull;
+
+/// What the host C compiler makes of `relay.h` and `provision.h`: their constants, and the
+/// size, alignment and field offsets of each struct Rust shares with C. build.rs compiles and
+/// runs `src/c_consts.c` to write it, so no number here is written twice.
+pub(crate) mod c {
+    /// A C struct's layout; `offsets` lists its fields in declaration order.
+    pub struct Layout {
+        pub size: usize,
+        pub align: usize,
+        pub offsets: &'static [usize],
+    }
+
+    impl Layout {
+        /// Whether a Rust type with this size, alignment and field offsets is its twin.
+        pub const fn is(&self, size: usize, align: usize, offsets: &[usize]) -> bool {
+            if self.size != size || self.align != align || self.offsets.len() != offsets.len() {
+                return false;
+            }
+            let mut i = 0;
+            while i < offsets.len() {
+                if self.offsets[i] != offsets[i] {
+                    return false;
+                }
+                i += 1;
+            }
+            true
+        }
+    }
+
+    include!(concat!(env!("OUT_DIR"), "/c_consts.rs"));
+}
+
+/// Fails the build unless the Rust struct is laid out as its C twin: same size, alignment and
+/// field offsets, the fields listed in C's order.
+macro_rules! same_layout {
+    ($t:ty, $c:expr, [$($field:ident),+ $(,)?]) => {
+        const _: () = assert!(
+            $c.is(size_of::<$t>(), align_of::<$t>(), &[$(::std::mem::offset_of!($t, $field)),+]),
+            concat!(stringify!($t), " is not laid out as its C struct")
+        );
+    };
+}
+pub(crate) use same_layout;
 
 /// Version of the C core this crate was built from.
-pub const VERSION: &str = "0.1.0";
+pub const VERSION: &str = c::VERSION;
 
 /// Digest of the core's C sources, used as the build id of hosts that embed it.
 pub const SOURCE_ID: &str = env!("RELAY_CORE_SOURCE_ID");
 
 /// Longest notice line (overflow, rejection) the core queues to a client.
-pub const NOTICE_MAX: usize = 64;
+pub const NOTICE_MAX: usize = c::NOTICE_MAX;
 
 /// Longest end-of-line sequence the core appends to a forwarded line.
-pub const EOL_MAX: usize = 2;
+pub const EOL_MAX: usize = c::EOL_MAX;
 
-/// The bounds any build of the core takes (`relay.c`'s static assertions): a firmware build's
-/// `-D` flags, and so a board profile, may set its limits anywhere up to these.
+/// Longest status text (`RELAY_STATUS_MAX`) of the core linked here, NUL included.
+pub const STATUS_MAX: usize = c::STATUS_MAX;
+
+/// The bounds any build of the core takes (the `RELAY_*_LIMIT`s of `relay.h`): a firmware
+/// build's `-D` flags, and so a board profile, may set its limits anywhere up to these.
 pub const BUILD_MAX: Limits = Limits {
-    max_clients: 64,
-    max_line: 4096,
-    txq_size: 65535,
-    uartq_size: 65535,
+    max_clients: c::MAX_CLIENTS_LIMIT,
+    max_line: c::MAX_LINE_LIMIT,
+    txq_size: c::QUEUE_SIZE_LIMIT,
+    uartq_size: c::QUEUE_SIZE_LIMIT,
     state_bytes: 0,
 };
 
@@ -129,6 +177,21 @@ mod ffi {
         pub fn relay_format_status(r: *const c_void, buf: *mut c_char, cap: usize) -> usize;
         pub fn relay_limits(out: *mut Limits);
     }
+
+    // One line per C struct, its fields in C's order.
+    #[rustfmt::skip]
+    mod layouts {
+        use super::*;
+        same_layout!(Config, c::CONFIG, [max_clients, max_line, txq_size, uartq_size,
+            stall_timeout_ms, mode, eol, reserved]);
+        same_layout!(ClientStats, c::CLIENT_STATS, [id, lines, overflows, txq_high, bytes_in,
+            bytes_out, drops]);
+        same_layout!(Stats, c::STATS, [accepted, rejected, disconnects, stalls, overflows,
+            partial_discards, uart_overruns, uart_rx, uart_tx, drops, uptime_ms]);
+        same_layout!(BannerInfo, c::BANNER_INFO, [ip, build_id, port, status_port]);
+        same_layout!(Limits, c::LIMITS, [max_clients, max_line, txq_size, uartq_size,
+            sizeof_relay, sizeof_config]);
+    }
 }
 
 pub use ffi::{ClientStats, Stats};
@@ -136,22 +199,24 @@ pub use ffi::{ClientStats, Stats};
 /// How client bytes are framed on their way to the UART.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[repr(u8)]
 pub enum Mode {
     /// Whole lines, never interleaved across clients, with the overflow guard.
     #[default]
-    Line,
+    Line = c::MODE_LINE,
     /// Bytes pass through unframed, in chunks of at most `max_line` bytes.
-    Raw,
+    Raw = c::MODE_RAW,
 }
 
 /// The end-of-line sequence the core writes after every forwarded line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[repr(u8)]
 pub enum Eol {
     #[default]
-    Lf,
-    Cr,
-    Crlf,
+    Lf = c::EOL_LF,
+    Cr = c::EOL_CR,
+    Crlf = c::EOL_CRLF,
 }
 
 impl Eol {
@@ -198,10 +263,11 @@ pub fn limits() -> Limits {
     let mut l = ffi::Limits::default();
     // SAFETY: relay_limits only writes the struct it is given.
     unsafe { ffi::relay_limits(&mut l) };
+    // The library linked here and the probe that sized Rust's types saw the same headers.
     assert_eq!(
-        l.sizeof_config as usize,
-        size_of::<ffi::Config>(),
-        "relay_config_t layout differs between C and Rust"
+        (l.sizeof_relay as usize, l.sizeof_config as usize),
+        (c::RELAY.size, c::CONFIG.size),
+        "the linked core was built with other bounds than its binding"
     );
     Limits {
         max_clients: l.max_clients as usize,
@@ -239,10 +305,14 @@ impl Default for Config {
             txq_size: c.txq_size.into(),
             uartq_size: c.uartq_size.into(),
             stall_timeout_ms: c.stall_timeout_ms,
-            mode: if c.mode == 1 { Mode::Raw } else { Mode::Line },
+            mode: if c.mode == Mode::Raw as u8 {
+                Mode::Raw
+            } else {
+                Mode::Line
+            },
             eol: match c.eol {
-                1 => Eol::Cr,
-                2 => Eol::Crlf,
+                x if x == Eol::Cr as u8 => Eol::Cr,
+                x if x == Eol::Crlf as u8 => Eol::Crlf,
                 _ => Eol::Lf,
             },
         }
@@ -328,9 +398,26 @@ pub type Slot = usize;
 
 /// One relay instance: the C `relay_t`, owned by Rust.
 pub struct Relay {
-    // u64 words give relay_t the alignment of its widest member.
-    state: Box<[u64]>,
+    // Allocated with RELAY_LAYOUT, C's own size and alignment of relay_t.
+    state: NonNull<u8>,
     config: Config,
+}
+
+const _: () = assert!(
+    c::RELAY_NEXT_ID_SIZE == size_of::<u32>() && c::RELAY_NEXT_ID_OFFSET % align_of::<u32>() == 0,
+    "relay_t's next_id is not an aligned uint32_t"
+);
+
+const RELAY_LAYOUT: Layout = match Layout::from_size_align(c::RELAY.size, c::RELAY.align) {
+    Ok(layout) => layout,
+    Err(_) => panic!("sizeof and _Alignof of relay_t make no Rust Layout"),
+};
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // SAFETY: state was allocated in Relay::new with RELAY_LAYOUT and is freed only here.
+        unsafe { dealloc(self.state.as_ptr(), RELAY_LAYOUT) }
+    }
 }
 
 // SAFETY: relay_t holds no pointers or thread-affine state; it is plain memory.
@@ -364,15 +451,19 @@ pub(crate) fn format_text(f: impl Fn(*mut c_char, usize) -> usize) -> String {
 impl Relay {
     pub fn new(config: Config, now_ms: u32) -> Result<Relay, ConfigError> {
         let cfg = config.to_ffi()?;
-        let words = limits().state_bytes.div_ceil(8);
-        let mut state = vec![0u64; words].into_boxed_slice();
-        // SAFETY: state is a zeroed, 8-aligned buffer of at least sizeof(relay_t) bytes.
-        let rc = unsafe { ffi::relay_init(state.as_mut_ptr().cast(), &cfg, now_ms) };
+        // SAFETY: RELAY_LAYOUT's size, sizeof(relay_t), is not zero.
+        let state = NonNull::new(unsafe { alloc_zeroed(RELAY_LAYOUT) })
+            .unwrap_or_else(|| handle_alloc_error(RELAY_LAYOUT));
+        // Owned from here, so an early return frees it.
+        let mut relay = Relay { state, config };
+        // SAFETY: state is zeroed memory with relay_t's size and alignment.
+        let rc = unsafe { ffi::relay_init(relay.raw_mut(), &cfg, now_ms) };
         assert_eq!(
-            rc, 0,
+            rc,
+            c::OK,
             "relay_init refused a config that passed Config::check"
         );
-        Ok(Relay { state, config })
+        Ok(relay)
     }
 
     pub fn config(&self) -> &Config {
@@ -384,7 +475,24 @@ impl Relay {
     }
 
     fn raw_mut(&mut self) -> *mut c_void {
-        self.state.as_mut_ptr().cast()
+        self.state.as_ptr().cast()
+    }
+
+    /// Sets the id the next accepted connection gets, as if that many had connected before:
+    /// reaching the ids' u32 wrap by accepting takes 2^32 connections. For tests only; the core
+    /// has no such call, so this writes `relay_t`'s `next_id` where C placed it.
+    #[doc(hidden)]
+    pub fn set_next_id(&mut self, id: u32) {
+        assert_ne!(id, 0, "0 is a free slot's id");
+        // SAFETY: state is a relay_t, aligned as C aligns it, with an aligned uint32_t next_id
+        // at RELAY_NEXT_ID_OFFSET (checked above); the core reads it only when it accepts.
+        unsafe {
+            self.state
+                .as_ptr()
+                .add(c::RELAY_NEXT_ID_OFFSET)
+                .cast::<u32>()
+                .write(id)
+        }
     }
 
     /// Takes a free slot, or `None` when all are taken: the platform then sends

@@ -1,4 +1,5 @@
-//! WiFi credentials and the UART provisioning exchange, through the C core's one implementation.
+//! WiFi credentials and the UART provisioning exchange, through the C core's one implementation
+//! (`provision.h`).
 //!
 //! A board prints a boot line naming its stored credentials by digest, then listens for a
 //! `relay provision` request (for [`LISTEN_MS`] when it has credentials, until it gets some when
@@ -7,18 +8,18 @@
 use std::ffi::c_char;
 use std::fmt;
 
-use crate::format_text;
+use crate::{c, format_text, same_layout};
 
-pub const SSID_MAX: usize = 32;
-pub const PSK_MAX: usize = 64;
+pub const SSID_MAX: usize = c::SSID_MAX;
+pub const PSK_MAX: usize = c::PSK_MAX;
 /// How long a provisioned board listens after its boot line.
-pub const LISTEN_MS: u32 = 250;
+pub const LISTEN_MS: u32 = c::PROVISION_LISTEN_MS;
 /// Size of the record a board keeps in flash.
-pub const RECORD_SIZE: usize = 108;
+pub const RECORD_SIZE: usize = c::CRED_RECORD_SIZE;
 /// What a boot line starts with.
-pub const BOOT_PREFIX: &str = "relay boot ";
+pub const BOOT_PREFIX: &str = c::BOOT_PREFIX;
 /// What a reply to a request starts with.
-pub const REPLY_PREFIX: &str = "relay provision ";
+pub const REPLY_PREFIX: &str = c::PROVISION_PREFIX;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -39,7 +40,7 @@ impl RawWifi {
 }
 
 /// `RELAY_PROVISION_LINE_MAX`.
-const LINE_MAX: usize = 224;
+const LINE_MAX: usize = c::PROVISION_LINE_MAX;
 
 #[repr(C)]
 struct RawProvision {
@@ -47,6 +48,9 @@ struct RawProvision {
     overlong: u8,
     line: [u8; LINE_MAX],
 }
+
+same_layout!(RawWifi, c::WIFI, [ssid_len, psk_len, ssid, psk]);
+same_layout!(RawProvision, c::PROVISION, [len, overlong, line]);
 
 unsafe extern "C" {
     fn relay_provision_input(p: *mut RawProvision, byte: u8, out: *mut RawWifi) -> i32;
@@ -68,8 +72,6 @@ unsafe extern "C" {
     ) -> usize;
     fn relay_format_provision_request(w: *const RawWifi, buf: *mut c_char, cap: usize) -> usize;
 }
-
-const NONE: i32 = 1;
 
 /// A network's name and password (empty for an open network).
 #[derive(Clone, PartialEq, Eq)]
@@ -96,9 +98,9 @@ pub struct Refused {
     pub reason: String,
 }
 
-const E_FORMAT: i32 = -1;
-const E_SSID: i32 = -2;
-const E_PSK: i32 = -3;
+const E_FORMAT: i32 = c::PROV_E_FORMAT;
+const E_SSID: i32 = c::PROV_E_SSID;
+const E_PSK: i32 = c::PROV_E_PSK;
 
 impl Refused {
     fn of(code: i32) -> Refused {
@@ -210,8 +212,8 @@ impl Provisioner {
         let mut raw = RawWifi::EMPTY;
         // SAFETY: both pointers are valid for the call.
         match unsafe { relay_provision_input(&mut self.0, byte, &mut raw) } {
-            NONE => None,
-            0 => Some(Ok(Wifi::from_raw(&raw))),
+            c::PROV_NONE => None,
+            c::PROV_OK => Some(Ok(Wifi::from_raw(&raw))),
             e => Some(Err(Refused::of(e))),
         }
     }
@@ -220,7 +222,7 @@ impl Provisioner {
 /// The reply a board sends to a request's outcome, terminator included.
 pub fn reply_line(outcome: &Result<Wifi, Refused>) -> String {
     let (code, raw) = match outcome {
-        Ok(w) => (0, w.raw()),
+        Ok(w) => (c::PROV_OK, w.raw()),
         Err(e) => (e.code, RawWifi::EMPTY),
     };
     // SAFETY: raw outlives the call; the formatter bounds its writes by cap.

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use crate::{Config, Eol, Mode};
 
 /// What a banner line starts with.
-pub const BANNER_PREFIX: &str = "relay ready ";
+pub const BANNER_PREFIX: &str = crate::c::BANNER_PREFIX;
 /// What the status text's first line starts with.
-pub const STATUS_PREFIX: &str = "relay status ";
+pub const STATUS_PREFIX: &str = crate::c::STATUS_PREFIX;
 /// What the boot line starts with.
 pub use crate::provision::BOOT_PREFIX;
 

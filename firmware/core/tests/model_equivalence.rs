@@ -108,11 +108,18 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
 
     #[test]
-    fn core_agrees_with_model(cfg in config(), events in prop::collection::vec(event(), 1..160)) {
-        // Start near the u32 wrap so stall ages and uptime cross it in many cases.
+    fn core_agrees_with_model(
+        cfg in config(),
+        first_id in prop_oneof![Just(1), (u32::MAX - 6)..=u32::MAX],
+        events in prop::collection::vec(event(), 1..160),
+    ) {
+        // Start near the u32 wrap so stall ages and uptime cross it in many cases, and ids too
+        // in half of them.
         let start = u32::MAX - 3000;
         let mut core = Relay::new(cfg, start).unwrap();
         let mut model = Model::new(cfg, start);
+        core.set_next_id(first_id);
+        model.set_next_id(first_id);
         let mut now = start;
         for (step, ev) in events.iter().enumerate() {
             match ev {

@@ -40,6 +40,10 @@ fn other_lines_are_ignored_and_a_request_after_them_still_counts() {
 #[case::short_psk(b"relay provision ssid=61 psk=61626364\n", "the password must be")]
 #[case::trailing(b"relay provision ssid=61 psk= extra\n", "expected `relay provision")]
 #[case::control_char_psk(b"relay provision ssid=61 psk=0a6162636465666768\n", "the password")]
+#[case::nul_mid_ssid(b"relay provision ssid=610062 psk=\n", "the ssid must not contain")]
+#[case::nul_ends_ssid(b"relay provision ssid=6100 psk=\n", "the ssid must not contain a NUL")]
+#[case::nul_ssid(b"relay provision ssid=00 psk=\n", "the ssid must not contain a NUL")]
+#[case::nul_in_psk(b"relay provision ssid=61 psk=616263640065666768\n", "the password")]
 fn bad_requests_are_refused_with_a_reason(#[case] line: &[u8], #[case] reason: &str) {
     let got = feed(&mut Provisioner::default(), line);
     assert_eq!(got.len(), 1, "{got:?}");
@@ -69,6 +73,17 @@ fn an_overlong_request_is_refused_and_the_next_one_parses() {
 #[case::psk_64_not_hex(b"a", &[b'z'; 64])]
 fn invalid_credentials_are_refused(#[case] ssid: &[u8], #[case] psk: &[u8]) {
     assert!(Wifi::new(ssid, psk).is_err());
+}
+
+#[test]
+fn an_ssid_with_a_nul_is_refused_by_wifi_new_as_by_a_board() {
+    let host = Wifi::new(b"lab\0net".as_slice(), "password").unwrap_err();
+    assert_eq!(host.reason, "the ssid must not contain a NUL byte");
+    let board = feed(
+        &mut Provisioner::default(),
+        b"relay provision ssid=6c6162006e6574 psk=70617373776f7264\n",
+    );
+    assert_eq!(board, vec![Err(host)]);
 }
 
 #[rstest]

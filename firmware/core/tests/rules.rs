@@ -1,6 +1,6 @@
 //! One test per rule of the relay contract (firmware/core/README.md), edges included.
 
-use relay_core::{Config, Eol, Mode, Relay, limits};
+use relay_core::{Config, Eol, Mode, Relay, STATUS_MAX, limits};
 use rstest::{fixture, rstest};
 
 fn cfg() -> Config {
@@ -391,6 +391,21 @@ fn disconnect_frees_the_slot_and_never_leaks_a_partial_line(
 }
 
 #[rstest]
+fn ids_wrap_from_u32_max_to_1_never_0(mut relay: Relay) {
+    // 2^32 accepts away: start where they would have left it.
+    relay.set_next_id(u32::MAX - 1);
+    let a = relay.accept().unwrap();
+    let b = relay.accept().unwrap();
+    relay.client_closed(a);
+    let c = relay.accept().unwrap();
+    relay.client_closed(b);
+    let d = relay.accept().unwrap();
+    let id = |s| relay.client_stats(s).unwrap().id;
+    assert_eq!((id(c), id(d)), (1, 2), "after u32::MAX comes 1, not 0");
+    assert!(relay.status().contains(" id=1 "), "{}", relay.status());
+}
+
+#[rstest]
 fn disconnect_while_waiting_drops_the_slot_from_the_queue() {
     let mut r = Relay::new(
         Config {
@@ -555,8 +570,8 @@ fn status_text_fits_the_documented_bound_at_maximum_counts() {
     .unwrap();
     while r.accept().is_some() {}
     r.tick(u32::MAX);
-    // RELAY_STATUS_MAX in relay.h: 384 + 256 per client.
-    assert!(r.status().len() < 384 + 256 * l.max_clients);
+    // RELAY_STATUS_MAX counts the NUL.
+    assert!(r.status().len() < STATUS_MAX);
 }
 
 // ---- configuration ----

@@ -13,6 +13,7 @@
 #include <EEPROM.h>
 #include <ESP8266WiFi.h>
 
+#include "provision.h"
 #include "relay.h"
 
 #ifndef RELAY_BUILD_ID

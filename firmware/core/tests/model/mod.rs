@@ -58,6 +58,11 @@ impl Model {
         }
     }
 
+    /// The id the next accepted connection gets (Relay::set_next_id).
+    pub fn set_next_id(&mut self, id: u32) {
+        self.next_id = id;
+    }
+
     pub fn accept(&mut self) -> Option<usize> {
         let Some(slot) = self.slots.iter().position(Option::is_none) else {
             self.g.rejected += 1;
@@ -77,7 +82,8 @@ impl Model {
                 ..Default::default()
             },
         });
-        self.next_id += 1;
+        // 0 is a free slot's id: after u32::MAX, ids start again at 1.
+        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
         self.g.accepted += 1;
         Some(slot)
     }
