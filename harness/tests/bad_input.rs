@@ -12,7 +12,7 @@ use rstest::rstest;
 
 mod common;
 
-use common::{BIN, relay_hil};
+use common::{BIN, relay_hil, virtual_board};
 
 /// Exit 2, no panic, and a first line naming the problem followed by a hint.
 fn assert_diagnosis(out: &Output, needle: &str) {
@@ -109,10 +109,6 @@ fn unknown_scenario() {
         err.contains("unknown scenario `teleport`") && err.contains("echo, echo_raw"),
         "{err}"
     );
-}
-
-fn virtual_board() -> (PathBuf, Vec<String>) {
-    (PathBuf::from(BIN), vec!["virtual-board".into()])
 }
 
 #[rstest]

@@ -5,21 +5,14 @@
 //! The tests come from the scenario list itself (`relay_hil::for_each_scenario!`): one test a
 //! scenario, `contract::NAME`, whose snapshot is `scenarios__NAME.snap`.
 
-use std::path::PathBuf;
-
 use relay_hil::board::Board;
 use relay_hil::scenario::{self, Outcome};
 use relay_hil::select::Selection;
 
+mod common;
+
 /// Scenarios on one real board take turns; virtual boards are one per test.
 static ONE_REAL_BOARD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn virtual_board() -> (PathBuf, Vec<String>) {
-    (
-        PathBuf::from(env!("CARGO_BIN_EXE_relay-hil")),
-        vec!["virtual-board".into()],
-    )
-}
 
 /// The profile the virtual board takes for each scenario its default profile rules out. A
 /// scenario skipped on the virtual board fails, so one that needs a profile of its own shows.
@@ -45,7 +38,7 @@ async fn contract(name: &str) {
         selection.profile = Some((*p).into());
     }
     let (target, opts) = selection
-        .resolve(virtual_board())
+        .resolve(common::virtual_board())
         .expect("a usable board selection");
     let mut board = Board::open(&target, &opts)
         .await

@@ -1,5 +1,9 @@
 //! Shared by the harness's integration tests: the CLI, with no board chosen by the environment.
 
+// Every test binary compiles this module; not every one uses all of it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_relay-hil");
@@ -22,14 +26,17 @@ pub fn relay_hil(args: &[&str]) -> Output {
     command(args).output().expect("relay-hil runs")
 }
 
+/// The virtual board as a board selection starts it: this `relay-hil`'s `virtual-board`.
+pub fn virtual_board() -> (PathBuf, Vec<String>) {
+    (PathBuf::from(BIN), vec!["virtual-board".into()])
+}
+
 /// The most private memory (heap, anonymous maps, data) a [`relay_hil_capped`] run may take.
-#[allow(dead_code)] // every test binary compiles this module; not every one caps memory
 pub const MEMORY_CAP: u64 = 100 << 20;
 
 /// [`relay_hil`] with its memory capped at [`MEMORY_CAP`] (RLIMIT_DATA: an allocation past it
 /// fails, so a run that needs more cannot succeed) and its time at `ceiling`, past which it is
 /// killed and the test fails.
-#[allow(dead_code)]
 pub fn relay_hil_capped(args: &[&str], ceiling: std::time::Duration) -> Output {
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;
@@ -66,7 +73,6 @@ pub fn relay_hil_capped(args: &[&str], ceiling: std::time::Duration) -> Output {
 }
 
 /// Everything a run printed, stdout then stderr.
-#[allow(dead_code)] // every test binary compiles this module; not every one reads output
 pub fn printed(out: &Output) -> String {
     format!(
         "{}{}",
@@ -76,8 +82,7 @@ pub fn printed(out: &Output) -> String {
 }
 
 /// A fresh, empty folder for one test, named after it and this process.
-#[allow(dead_code)] // every test binary compiles this module; not every one needs a folder
-pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+pub fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("relay-hil-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
