@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_relay-hil");
 
@@ -81,10 +82,14 @@ pub fn printed(out: &Output) -> String {
     )
 }
 
-/// A fresh, empty folder for one test, named after it and this process.
+/// A fresh, empty folder, named `relay-hil-TAG-PID-N`: this process's id and a count of the
+/// folders it made keep it apart from every other test's, whatever their tags.
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("relay-hil-{tag}-{}", std::process::id()));
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("relay-hil-{tag}-{}-{n}", std::process::id()));
+    // Left by an earlier process that had this id.
     let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    std::fs::create_dir(&d).unwrap();
     d
 }
