@@ -45,6 +45,8 @@ pub fn relay_hil_capped(args: &[&str], ceiling: std::time::Duration) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // Unsafe because pre_exec is: std's only hook in the child before exec, where the limit
+    // must be set so that it holds from the first allocation on.
     // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
     unsafe {
         cmd.pre_exec(|| {
@@ -60,14 +62,14 @@ pub fn relay_hil_capped(args: &[&str], ceiling: std::time::Duration) -> Output {
         });
     }
     let child = cmd.spawn().expect("relay-hil runs");
-    let pid = child.id() as libc::pid_t;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait_with_output()));
     match rx.recv_timeout(ceiling) {
         Ok(out) => out.expect("relay-hil's output"),
         Err(_) => {
-            // SAFETY: kill(2) on our child, which the waiting thread has not reaped yet.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // Our child, which the waiting thread has not reaped yet.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             panic!("relay-hil {args:?} still ran after {ceiling:?}");
         }
     }
