@@ -270,7 +270,7 @@ fn slow_reader_is_closed_and_the_others_keep_up() {
 
 #[rstest]
 fn sigterm_stops_cleanly_and_removes_the_link() {
-    let dir = std::env::temp_dir().join(format!("vb-link-{}", std::process::id()));
+    let dir = support::temp_path("link");
     let link = dir.to_str().unwrap().to_owned();
     let mut vb = Vb::start(&["--link", &link]);
     assert_eq!(std::fs::read_link(&dir).unwrap(), vb.ready.serial);
@@ -336,11 +336,7 @@ fn malformed_profile_fails_fast_naming_the_field(#[case] text: &str, #[case] nee
 /// Starts the board with a profile file holding `text`: it must stop before it is ready, with
 /// exit 2 and one line containing `needle`.
 fn refused_profile(text: &str, needle: &str) {
-    let path = std::env::temp_dir().join(format!(
-        "vb-profile-{}-{}.toml",
-        std::process::id(),
-        text.len()
-    ));
+    let path = support::temp_path("profile.toml");
     std::fs::write(&path, text).unwrap();
     let out = std::process::Command::new(BIN)
         .args(["--profile", path.to_str().unwrap()])
@@ -559,9 +555,7 @@ fn modem_lines_reset_the_chip_or_enter_the_loader() {
 }
 
 fn flash_path(tag: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("vb-flash-{tag}-{}.bin", std::process::id()));
-    let _ = std::fs::remove_file(&p);
-    p
+    support::temp_path(&format!("flash-{tag}.bin"))
 }
 
 /// A relay firmware.bin as the ESP8266 Arduino core's elf2bin writes it: the ROM boots the
@@ -613,7 +607,7 @@ fn no_relay_boots_from_a_flash_without_a_good_relay_image(
     #[case] corrupt: Option<usize>,
     #[case] rom: &str,
 ) {
-    let path = flash_path(&format!("bad{}", rom.len()));
+    let path = flash_path("bad");
     match corrupt {
         None => {}
         Some(usize::MAX) => write_flash(
@@ -699,7 +693,7 @@ fn a_flash_file_grown_past_16_mib_boots_nothing() {
 #[case::past_16_mib("BIG", "bytes, more than 16 MiB (the largest ESP8266 flash)")]
 fn an_unusable_flash_file_is_refused_at_start(#[case] flash: &str, #[case] needle: &str) {
     // Sparse: no disk is spent.
-    let big = flash_path(&format!("big-{}", needle.len()));
+    let big = flash_path("big");
     std::fs::File::create(&big)
         .unwrap()
         .set_len((16 << 20) + 1)
