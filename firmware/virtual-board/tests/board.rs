@@ -173,7 +173,9 @@ fn a_departing_client_leaks_no_partial_line(#[case] rst: bool) {
     b.write_all(b"whole ").unwrap();
     if rst {
         // SO_LINGER 0 turns the close into a RST.
-        socket_linger_zero(&a);
+        socket2::SockRef::from(&a)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
     }
     drop(a);
     vb.wait_counter("disconnects", 1);
@@ -191,25 +193,6 @@ fn small_window_client(vb: &Vb) -> std::net::TcpStream {
     s.set_recv_buffer_size(2048).unwrap();
     s.connect(&vb.ready.tcp.into()).unwrap();
     s.into()
-}
-
-fn socket_linger_zero(s: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid socket fd and a correctly sized linger struct.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
 }
 
 #[rstest]
