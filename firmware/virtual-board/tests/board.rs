@@ -275,12 +275,9 @@ fn exits_when_its_parent_goes_away() {
     assert!(support::read_until(&mut out, &mut buf, |b| b.contains(&b'\n')));
     let ready: virtual_board::Ready =
         serde_json::from_slice(&support::take_line(&mut buf).unwrap()).unwrap();
-    // SAFETY: plain syscall; the fd is owned below.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, ready.pid as libc::pid_t, 0) };
-    assert!(pidfd >= 0, "pidfd_open");
-    // SAFETY: pidfd_open returned a fresh fd that nothing else owns.
+    let pid = rustix::process::Pid::from_raw(ready.pid as i32).expect("a board's pid");
     let pidfd =
-        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as i32) };
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).expect("pidfd_open");
     parent.kill().unwrap();
     parent.wait().unwrap();
     // A pidfd becomes readable when its process exits.
