@@ -370,6 +370,7 @@ impl Vb {
     /// Polls the status channel until `done`, failing with `what` at the ceiling.
     fn poll_status(&self, done: impl Fn() -> bool, what: &str) {
         let deadline = Instant::now() + CEILING;
+        // Polled: the firmware pushes no counters, and each pass waits on one status reply.
         while !done() {
             assert!(Instant::now() < deadline, "{what}: {}", self.status());
             std::thread::yield_now();
