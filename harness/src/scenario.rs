@@ -42,86 +42,91 @@ pub struct Scenario {
     run: Run,
 }
 
-/// Every scenario, in the order a run takes them.
-pub const ALL: &[Scenario] = &[
-    Scenario {
-        name: "echo",
+/// Declares [`ALL`], each scenario named by its identifier, and `for_each_scenario!`, which
+/// hands a macro of the caller's those identifiers: the tests make one test per scenario from
+/// it, so a scenario added here is tested without another list to keep in step.
+macro_rules! scenarios {
+    ($($name:ident { $($field:tt)* },)*) => {
+        /// Every scenario, in the order a run takes them.
+        pub const ALL: &[Scenario] = &[$(Scenario { name: stringify!($name), $($field)* },)*];
+
+        /// `for_each_scenario!(m)` expands to `m! { echo, echo_raw, … }`: every scenario of
+        /// [`scenario::ALL`](crate::scenario::ALL) as an identifier, in its order.
+        #[macro_export]
+        macro_rules! for_each_scenario {
+            ($m:ident) => { $m! { $($name),* } };
+        }
+    };
+}
+
+scenarios! {
+    echo {
         about: "a line each way, byte-exact",
         unsupported: needs_line_mode,
         allows: &[],
         run: |c| Box::pin(echo(c)),
     },
-    Scenario {
-        name: "echo_raw",
+    echo_raw {
         about: "every byte value each way, raw mode",
         unsupported: needs_raw_mode,
         allows: &[],
         run: |c| Box::pin(echo_raw(c)),
     },
-    Scenario {
-        name: "ordering",
+    ordering {
         about: "concurrent clients: whole lines, each client's in order",
         unsupported: needs_line_mode,
         allows: &[],
         run: |c| Box::pin(ordering(c)),
     },
-    Scenario {
-        name: "fan_out",
+    fan_out {
         about: "every client gets the same UART stream",
         unsupported: |_| None,
         allows: &[],
         run: |c| Box::pin(fan_out(c)),
     },
-    Scenario {
-        name: "disconnect",
+    disconnect {
         about: "close, reset and close mid-line free the slot and leak nothing",
         unsupported: needs_line_mode,
         allows: &[],
         run: |c| Box::pin(disconnect(c)),
     },
-    Scenario {
-        name: "capacity",
+    capacity {
         about: "the client after the limit is refused; the others carry on",
         unsupported: needs_client_limit,
         allows: &[],
         run: |c| Box::pin(capacity(c)),
     },
-    Scenario {
-        name: "overflow_guard",
+    overflow_guard {
         about: "max_line passes; longer lines are refused whole",
         unsupported: needs_guard,
         allows: &[],
         run: |c| Box::pin(overflow_guard(c)),
     },
-    Scenario {
-        name: "responsiveness",
+    responsiveness {
         about: "a client holding half a line never holds up the others",
         unsupported: needs_line_mode,
         allows: &[],
         run: |c| Box::pin(responsiveness(c)),
     },
-    Scenario {
-        name: "connection_budget",
+    connection_budget {
         about: "past the TCP pool, lwIP resets the idlest client for the newcomer",
         unsupported: needs_pcb_pool,
         allows: &[("pcb_resets", 1)],
         run: |c| Box::pin(connection_budget(c)),
     },
-    Scenario {
-        name: "quiet_loop",
+    quiet_loop {
         about: "every client and the UART at line rate: no overrun, nothing lost",
         unsupported: needs_line_mode,
         allows: &[],
         run: |c| Box::pin(quiet_loop(c)),
     },
-    Scenario {
-        name: "slow_reader",
+    slow_reader {
         about: "a stalled client is dropped and closed; the others lose nothing",
         unsupported: needs_stall_close,
         allows: &[],
         run: |c| Box::pin(slow_reader(c)),
     },
-];
+}
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
     ALL.iter().find(|s| s.name == name)

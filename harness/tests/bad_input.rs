@@ -12,7 +12,7 @@ use rstest::rstest;
 
 mod common;
 
-use common::{BIN, relay_hil};
+use common::{BIN, relay_hil, virtual_board};
 
 /// Exit 2, no panic, and a first line naming the problem followed by a hint.
 fn assert_diagnosis(out: &Output, needle: &str) {
@@ -74,12 +74,7 @@ fn a_bare_pty_cannot_reset() {
 )]
 #[case::bad_capability("name = 'x'\n[capabilities]\nreset = 'sometimes'\n", "invalid type")]
 fn malformed_profile(#[case] text: &str, #[case] needle: &str) {
-    let dir = std::env::temp_dir().join(format!(
-        "relay-hil-bad-{}-{}",
-        std::process::id(),
-        needle.len()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("bad-profile");
     let path = dir.join("bad.toml");
     std::fs::write(&path, text).unwrap();
     let out = relay_hil(&["run", "--profile", path.to_str().unwrap()]);
@@ -111,10 +106,6 @@ fn unknown_scenario() {
     );
 }
 
-fn virtual_board() -> (PathBuf, Vec<String>) {
-    (PathBuf::from(BIN), vec!["virtual-board".into()])
-}
-
 #[rstest]
 #[tokio::test]
 async fn a_board_that_never_prints_a_banner_times_out_in_bounded_time() {
@@ -124,8 +115,8 @@ async fn a_board_that_never_prints_a_banner_times_out_in_bounded_time() {
         ..opts
     };
     // A fresh flash file is an erased flash: the ROM finds no image, no relay runs.
-    let flash = std::env::temp_dir().join(format!("relay-hil-erased-{}.bin", std::process::id()));
-    let _ = std::fs::remove_file(&flash);
+    let dir = common::temp_dir("erased");
+    let flash = dir.join("board.flash");
     let target = Target::Virtual {
         program: BIN.into(),
         args: vec![
@@ -139,7 +130,7 @@ async fn a_board_that_never_prints_a_banner_times_out_in_bounded_time() {
         .await
         .err()
         .expect("an erased board has no banner");
-    let _ = std::fs::remove_file(&flash);
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(matches!(err, HilError::NoBanner { .. }), "{err}");
     assert!(
         err.to_string().contains("no relay banner on /dev/pts/"),
@@ -184,8 +175,8 @@ fn relay_image(dir: &std::path::Path) -> PathBuf {
 /// Runs `args` (`IMAGE` standing for a good relay image) with its memory capped at 100 MB and
 /// checks the refusal: exit 2, no panic, one line naming the problem (with a hint from
 /// relay-hil), within a ceiling far above the milliseconds it takes.
-fn assert_bounded_refusal(tag: &str, args: &[&str], needle: &str) {
-    let dir = common::temp_dir(tag);
+fn assert_bounded_refusal(args: &[&str], needle: &str) {
+    let dir = common::temp_dir("refusal");
     let image = relay_image(&dir);
     let args: Vec<&str> = args
         .iter()
@@ -248,8 +239,7 @@ fn assert_bounded_refusal(tag: &str, args: &[&str], needle: &str) {
     "virtual-board: board profile /dev/zero is too big: more than 64 KiB"
 )]
 fn dev_zero_anywhere_a_file_is_read(#[case] args: &[&str], #[case] needle: &str) {
-    let tag = format!("zero-{}", args.join("-").replace('/', "_"));
-    assert_bounded_refusal(&tag, args, needle);
+    assert_bounded_refusal(args, needle);
 }
 
 /// A regular file one byte past its bound is refused by its length, before it is read (these
@@ -285,7 +275,7 @@ fn a_file_one_byte_past_its_bound(
     #[case] args: &[&str],
     #[case] needle: &str,
 ) {
-    let dir = common::temp_dir(&format!("past-{}", args.join("-")));
+    let dir = common::temp_dir("past");
     let file = dir.join(name);
     std::fs::File::create(&file).unwrap().set_len(len).unwrap();
     let file = file.to_str().unwrap();
@@ -293,11 +283,7 @@ fn a_file_one_byte_past_its_bound(
         .iter()
         .map(|a| if *a == "FILE" { file } else { a })
         .collect();
-    assert_bounded_refusal(
-        &format!("past-run-{name}-{}", args[0]),
-        &args,
-        &needle.replace("FILE", file),
-    );
+    assert_bounded_refusal(&args, &needle.replace("FILE", file));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -316,7 +302,6 @@ fn an_endless_fifo_as_firmware() {
         while w.write_all(&chunk).is_ok() {}
     });
     assert_bounded_refusal(
-        "fifo-run",
         &["flash", "--firmware", fifo.to_str().unwrap()],
         "not a flashable relay image: more than 16 MiB",
     );

@@ -29,7 +29,8 @@ fn stat(figure: &Value, name: &str) -> f64 {
 
 #[rstest]
 fn bench_smoke_beside_ser2net_and_socat() {
-    let json = std::env::temp_dir().join(format!("relay-hil-bench-{}.json", std::process::id()));
+    let dir = common::temp_dir("bench");
+    let json = dir.join("bench.json");
     let out = relay_hil(&[
         "bench",
         "--smoke",
@@ -55,7 +56,7 @@ fn bench_smoke_beside_ser2net_and_socat() {
         assert!(table.contains(row), "no `{row}` in:\n{table}");
     }
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    std::fs::remove_file(&json).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(doc["smoke"], true);
     assert_eq!(doc["reps"], 1);
     assert_eq!(doc["reference"], "ser2net-tuned");

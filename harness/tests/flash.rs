@@ -311,7 +311,7 @@ impl Progress for CutPower {
 /// The virtual board as `relay-hil` attaches it, with `flash_file` as its flash if given.
 async fn virtual_board(flash_file: Option<&Path>) -> (Board, Duration) {
     let (target, mut opts) = Selection::default()
-        .resolve((PathBuf::from(common::BIN), vec!["virtual-board".into()]))
+        .resolve(common::virtual_board())
         .unwrap();
     assert!(opts.virtual_args.is_empty(), "no --flash unless given");
     if let Some(f) = flash_file {

@@ -1,38 +1,32 @@
 //! Every scenario as a cargo test, against the board the environment selects (see the README:
 //! the virtual board by default, a NodeMCU with RELAY_HIL_PORT). Each transcript is an insta
 //! snapshot, the same for the virtual board and the hardware.
-
-use std::path::PathBuf;
+//!
+//! The tests come from the scenario list itself (`relay_hil::for_each_scenario!`): one test a
+//! scenario, `contract::NAME`, whose snapshot is `scenarios__NAME.snap`.
 
 use relay_hil::board::Board;
 use relay_hil::scenario::{self, Outcome};
 use relay_hil::select::Selection;
-use rstest::rstest;
+
+mod common;
 
 /// Scenarios on one real board take turns; virtual boards are one per test.
 static ONE_REAL_BOARD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn virtual_board() -> (PathBuf, Vec<String>) {
-    (
-        PathBuf::from(env!("CARGO_BIN_EXE_relay-hil")),
-        vec!["virtual-board".into()],
-    )
+/// The profile the virtual board takes for each scenario its default profile rules out. A
+/// scenario skipped on the virtual board fails, so one that needs a profile of its own shows.
+const VIRTUAL_PROFILES: &[(&str, &str)] = &[("echo_raw", "nodemcu-v2-raw")];
+
+#[test]
+fn virtual_profiles_are_for_known_scenarios() {
+    for (name, _) in VIRTUAL_PROFILES {
+        assert!(scenario::find(name).is_some(), "no scenario {name}");
+    }
 }
 
-#[rstest]
-#[case::echo("echo", None)]
-#[case::echo_raw("echo_raw", Some("nodemcu-v2-raw"))]
-#[case::ordering("ordering", None)]
-#[case::fan_out("fan_out", None)]
-#[case::disconnect("disconnect", None)]
-#[case::capacity("capacity", None)]
-#[case::overflow_guard("overflow_guard", None)]
-#[case::responsiveness("responsiveness", None)]
-#[case::connection_budget("connection_budget", None)]
-#[case::quiet_loop("quiet_loop", None)]
-#[case::slow_reader("slow_reader", None)]
-#[tokio::test]
-async fn contract(#[case] name: &str, #[case] virtual_profile: Option<&str>) {
+/// Runs scenario `name` and checks its transcript against its snapshot.
+async fn contract(name: &str) {
     let mut selection = Selection::from_env().expect("RELAY_HIL_* variables are valid");
     let real = selection.port.is_some() || selection.serial.is_some();
     let _turn = if real {
@@ -40,11 +34,11 @@ async fn contract(#[case] name: &str, #[case] virtual_profile: Option<&str>) {
     } else {
         None
     };
-    if !real && let Some(p) = virtual_profile {
-        selection.profile = Some(p.into());
+    if !real && let Some((_, p)) = VIRTUAL_PROFILES.iter().find(|(n, _)| *n == name) {
+        selection.profile = Some((*p).into());
     }
     let (target, opts) = selection
-        .resolve(virtual_board())
+        .resolve(common::virtual_board())
         .expect("a usable board selection");
     let mut board = Board::open(&target, &opts)
         .await
@@ -61,3 +55,19 @@ async fn contract(#[case] name: &str, #[case] virtual_profile: Option<&str>) {
         Outcome::Fail(why) => panic!("{name} failed: {why}\n{}", transcript.render()),
     }
 }
+
+/// One test for each scenario, named after it.
+macro_rules! contract_tests {
+    ($($name:ident),*) => {
+        mod contract {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::contract(stringify!($name)).await;
+                }
+            )*
+        }
+    };
+}
+
+relay_hil::for_each_scenario!(contract_tests);

@@ -173,7 +173,9 @@ fn a_departing_client_leaks_no_partial_line(#[case] rst: bool) {
     b.write_all(b"whole ").unwrap();
     if rst {
         // SO_LINGER 0 turns the close into a RST.
-        socket_linger_zero(&a);
+        socket2::SockRef::from(&a)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
     }
     drop(a);
     vb.wait_counter("disconnects", 1);
@@ -191,25 +193,6 @@ fn small_window_client(vb: &Vb) -> std::net::TcpStream {
     s.set_recv_buffer_size(2048).unwrap();
     s.connect(&vb.ready.tcp.into()).unwrap();
     s.into()
-}
-
-fn socket_linger_zero(s: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid socket fd and a correctly sized linger struct.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
 }
 
 #[rstest]
@@ -270,7 +253,7 @@ fn slow_reader_is_closed_and_the_others_keep_up() {
 
 #[rstest]
 fn sigterm_stops_cleanly_and_removes_the_link() {
-    let dir = std::env::temp_dir().join(format!("vb-link-{}", std::process::id()));
+    let dir = support::temp_path("link");
     let link = dir.to_str().unwrap().to_owned();
     let mut vb = Vb::start(&["--link", &link]);
     assert_eq!(std::fs::read_link(&dir).unwrap(), vb.ready.serial);
@@ -292,12 +275,9 @@ fn exits_when_its_parent_goes_away() {
     assert!(support::read_until(&mut out, &mut buf, |b| b.contains(&b'\n')));
     let ready: virtual_board::Ready =
         serde_json::from_slice(&support::take_line(&mut buf).unwrap()).unwrap();
-    // SAFETY: plain syscall; the fd is owned below.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, ready.pid as libc::pid_t, 0) };
-    assert!(pidfd >= 0, "pidfd_open");
-    // SAFETY: pidfd_open returned a fresh fd that nothing else owns.
+    let pid = rustix::process::Pid::from_raw(ready.pid as i32).expect("a board's pid");
     let pidfd =
-        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as i32) };
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).expect("pidfd_open");
     parent.kill().unwrap();
     parent.wait().unwrap();
     // A pidfd becomes readable when its process exits.
@@ -336,11 +316,7 @@ fn malformed_profile_fails_fast_naming_the_field(#[case] text: &str, #[case] nee
 /// Starts the board with a profile file holding `text`: it must stop before it is ready, with
 /// exit 2 and one line containing `needle`.
 fn refused_profile(text: &str, needle: &str) {
-    let path = std::env::temp_dir().join(format!(
-        "vb-profile-{}-{}.toml",
-        std::process::id(),
-        text.len()
-    ));
+    let path = support::temp_path("profile.toml");
     std::fs::write(&path, text).unwrap();
     let out = std::process::Command::new(BIN)
         .args(["--profile", path.to_str().unwrap()])
@@ -559,9 +535,7 @@ fn modem_lines_reset_the_chip_or_enter_the_loader() {
 }
 
 fn flash_path(tag: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("vb-flash-{tag}-{}.bin", std::process::id()));
-    let _ = std::fs::remove_file(&p);
-    p
+    support::temp_path(&format!("flash-{tag}.bin"))
 }
 
 /// A relay firmware.bin as the ESP8266 Arduino core's elf2bin writes it: the ROM boots the
@@ -610,7 +584,7 @@ fn no_relay_boots_from_a_flash_without_a_good_relay_image(
     #[case] corrupt: Option<usize>,
     #[case] rom: &str,
 ) {
-    let path = flash_path(&format!("bad{}", rom.len()));
+    let path = flash_path("bad");
     match corrupt {
         None => {}
         Some(usize::MAX) => write_flash(
@@ -696,7 +670,7 @@ fn a_flash_file_grown_past_16_mib_boots_nothing() {
 #[case::past_16_mib("BIG", "bytes, more than 16 MiB (the largest ESP8266 flash)")]
 fn an_unusable_flash_file_is_refused_at_start(#[case] flash: &str, #[case] needle: &str) {
     // Sparse: no disk is spent.
-    let big = flash_path(&format!("big-{}", needle.len()));
+    let big = flash_path("big");
     std::fs::File::create(&big)
         .unwrap()
         .set_len((16 << 20) + 1)

@@ -31,6 +31,7 @@ impl Term {
             .stdin(fd(&slave))
             .stdout(fd(&slave))
             .stderr(fd(&slave));
+        // Unsafe as pre_exec is, std's only hook in the child before exec, where setsid must run.
         // SAFETY: setsid and ioctl are async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {

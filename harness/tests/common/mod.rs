@@ -1,6 +1,11 @@
 //! Shared by the harness's integration tests: the CLI, with no board chosen by the environment.
 
+// Every test binary compiles this module; not every one uses all of it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_relay-hil");
 
@@ -22,14 +27,17 @@ pub fn relay_hil(args: &[&str]) -> Output {
     command(args).output().expect("relay-hil runs")
 }
 
+/// The virtual board as a board selection starts it: this `relay-hil`'s `virtual-board`.
+pub fn virtual_board() -> (PathBuf, Vec<String>) {
+    (PathBuf::from(BIN), vec!["virtual-board".into()])
+}
+
 /// The most private memory (heap, anonymous maps, data) a [`relay_hil_capped`] run may take.
-#[allow(dead_code)] // every test binary compiles this module; not every one caps memory
 pub const MEMORY_CAP: u64 = 100 << 20;
 
 /// [`relay_hil`] with its memory capped at [`MEMORY_CAP`] (RLIMIT_DATA: an allocation past it
 /// fails, so a run that needs more cannot succeed) and its time at `ceiling`, past which it is
 /// killed and the test fails.
-#[allow(dead_code)]
 pub fn relay_hil_capped(args: &[&str], ceiling: std::time::Duration) -> Output {
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;
@@ -37,6 +45,8 @@ pub fn relay_hil_capped(args: &[&str], ceiling: std::time::Duration) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // Unsafe because pre_exec is: std's only hook in the child before exec, where the limit
+    // must be set so that it holds from the first allocation on.
     // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
     unsafe {
         cmd.pre_exec(|| {
@@ -52,21 +62,20 @@ pub fn relay_hil_capped(args: &[&str], ceiling: std::time::Duration) -> Output {
         });
     }
     let child = cmd.spawn().expect("relay-hil runs");
-    let pid = child.id() as libc::pid_t;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait_with_output()));
     match rx.recv_timeout(ceiling) {
         Ok(out) => out.expect("relay-hil's output"),
         Err(_) => {
-            // SAFETY: kill(2) on our child, which the waiting thread has not reaped yet.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // Our child, which the waiting thread has not reaped yet.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             panic!("relay-hil {args:?} still ran after {ceiling:?}");
         }
     }
 }
 
 /// Everything a run printed, stdout then stderr.
-#[allow(dead_code)] // every test binary compiles this module; not every one reads output
 pub fn printed(out: &Output) -> String {
     format!(
         "{}{}",
@@ -75,11 +84,14 @@ pub fn printed(out: &Output) -> String {
     )
 }
 
-/// A fresh, empty folder for one test, named after it and this process.
-#[allow(dead_code)] // every test binary compiles this module; not every one needs a folder
-pub fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("relay-hil-{tag}-{}", std::process::id()));
+/// A fresh, empty folder, named `relay-hil-TAG-PID-N`: this process's id and a count of the
+/// folders it made keep it apart from every other test's, whatever their tags.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("relay-hil-{tag}-{}-{n}", std::process::id()));
+    // Left by an earlier process that had this id.
     let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    std::fs::create_dir(&d).unwrap();
     d
 }

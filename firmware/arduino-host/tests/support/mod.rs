@@ -174,6 +174,7 @@ impl Probe {
                 Instant::now() < deadline,
                 "`{cmd}` never gave what was waited for: {reply}"
             );
+            // The probe announces nothing, so this asks again; the pause spares the shared CPUs.
             std::thread::sleep(Duration::from_millis(2));
         }
     }

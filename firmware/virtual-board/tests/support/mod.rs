@@ -9,7 +9,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -121,6 +123,18 @@ pub fn read_to_eof<R: Read + AsFd>(src: &mut R, buf: &mut Vec<u8>) -> bool {
             Err(e) => panic!("read: {e}"),
         }
     }
+}
+
+/// A path in the temporary folder with nothing there, named `vb-PID-N-NAME`: this process's id
+/// and a count of the paths it handed out keep it apart from every other test's, and paths
+/// made from it with another extension are as much its own.
+pub fn temp_path(name: &str) -> PathBuf {
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("vb-{}-{n}-{name}", std::process::id()));
+    // Left by an earlier process that had this id.
+    let _ = std::fs::remove_file(&p);
+    p
 }
 
 /// Splits the first complete line (terminated by LF) off the front of `buf`.
@@ -354,6 +368,7 @@ impl Vb {
     /// Polls the status channel until `done`, failing with `what` at the ceiling.
     fn poll_status(&self, done: impl Fn() -> bool, what: &str) {
         let deadline = Instant::now() + CEILING;
+        // Polled: the firmware pushes no counters, and each pass waits on one status reply.
         while !done() {
             assert!(Instant::now() < deadline, "{what}: {}", self.status());
             std::thread::yield_now();
