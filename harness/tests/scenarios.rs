@@ -3,7 +3,7 @@
 //! snapshot, the same for the virtual board and the hardware.
 //!
 //! The tests come from the scenario list itself (`relay_hil::for_each_scenario!`): one test a
-//! scenario, `contract::NAME`, whose snapshot is `scenarios__NAME.snap`.
+//! scenario, the rstest case `contract::case_N_NAME`, whose snapshot is `scenarios__NAME.snap`.
 
 use relay_hil::board::Board;
 use relay_hil::scenario::{self, Outcome};
@@ -25,8 +25,23 @@ fn virtual_profiles_are_for_known_scenarios() {
     }
 }
 
+/// One rstest case for each scenario, named after it.
+macro_rules! contract_tests {
+    ($($name:ident),*) => {
+        /// Runs scenario `name` and checks its transcript against its snapshot.
+        #[rstest::rstest]
+        $(#[case::$name(stringify!($name))])*
+        #[tokio::test]
+        async fn contract(#[case] name: &str) {
+            run_contract(name).await;
+        }
+    };
+}
+
+relay_hil::for_each_scenario!(contract_tests);
+
 /// Runs scenario `name` and checks its transcript against its snapshot.
-async fn contract(name: &str) {
+async fn run_contract(name: &str) {
     let mut selection = Selection::from_env().expect("RELAY_HIL_* variables are valid");
     let real = selection.port.is_some() || selection.serial.is_some();
     let _turn = if real {
@@ -55,19 +70,3 @@ async fn contract(name: &str) {
         Outcome::Fail(why) => panic!("{name} failed: {why}\n{}", transcript.render()),
     }
 }
-
-/// One test for each scenario, named after it.
-macro_rules! contract_tests {
-    ($($name:ident),*) => {
-        mod contract {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::contract(stringify!($name)).await;
-                }
-            )*
-        }
-    };
-}
-
-relay_hil::for_each_scenario!(contract_tests);
