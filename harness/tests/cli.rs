@@ -113,20 +113,18 @@ fn booted_board() -> (std::process::Child, serde_json::Value) {
     (relay, ready)
 }
 
-/// Any relay, named by its serial path and address, runs what its profile allows and reports
-/// the rest as skipped with the reason.
-#[rstest]
-fn run_against_a_relay_named_by_hand() {
-    let (mut relay, ready) = booted_board();
-    let dir = temp_dir("endpoint");
-    let profile = dir.join("foreign.toml");
-    std::fs::write(
-        &profile,
-        "name = 'foreign'\n[net]\nstatus_port = 0\n\
-         [capabilities]\nreset = false\nstatus = false\nstall_close = false\n",
-    )
-    .unwrap();
-    let out = relay_hil(&[
+/// `relay-hil run` against the relay of `ready`, named by hand with a profile of `text`,
+/// writing into `dir/out`, with `extra` arguments.
+fn run_by_hand(
+    ready: &serde_json::Value,
+    dir: &std::path::Path,
+    text: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let profile = dir.join("profile.toml");
+    std::fs::write(&profile, text).unwrap();
+    let out = dir.join("out");
+    let mut args = vec![
         "run",
         "--serial",
         ready["serial"].as_str().unwrap(),
@@ -135,8 +133,25 @@ fn run_against_a_relay_named_by_hand() {
         "--profile",
         profile.to_str().unwrap(),
         "--out",
-        dir.join("out").to_str().unwrap(),
-    ]);
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    relay_hil(&args)
+}
+
+/// Any relay, named by its serial path and address, runs what its profile allows and reports
+/// the rest as skipped with the reason.
+#[rstest]
+fn run_against_a_relay_named_by_hand() {
+    let (mut relay, ready) = booted_board();
+    let dir = temp_dir("endpoint");
+    let out = run_by_hand(
+        &ready,
+        &dir,
+        "name = 'foreign'\n[net]\nstatus_port = 0\n\
+         [capabilities]\nreset = false\nstatus = false\nstall_close = false\n",
+        &[],
+    );
     let _ = relay.kill();
     let _ = relay.wait();
     // The profile rules out raw mode and closing a stalled client; everything else passes.
@@ -297,25 +312,12 @@ fn a_relay_that_stops_counting_fails_the_run() {
         }
     });
     let dir = temp_dir("uncounted");
-    let profile = dir.join("uncounted.toml");
-    std::fs::write(
-        &profile,
-        format!("name = 'uncounted'\n[net]\nstatus_port = {proxy_port}\n"),
-    )
-    .unwrap();
-    let out = relay_hil(&[
-        "run",
-        "--serial",
-        ready["serial"].as_str().unwrap(),
-        "--addr",
-        ready["tcp"].as_str().unwrap(),
-        "--profile",
-        profile.to_str().unwrap(),
-        "--only",
-        "overflow_guard",
-        "--out",
-        dir.join("out").to_str().unwrap(),
-    ]);
+    let out = run_by_hand(
+        &ready,
+        &dir,
+        &format!("name = 'uncounted'\n[net]\nstatus_port = {proxy_port}\n"),
+        &["--only", "overflow_guard"],
+    );
     let _ = relay.kill();
     let _ = relay.wait();
     let table = String::from_utf8_lossy(&out.stdout);
