@@ -10,6 +10,7 @@ pub mod error;
 pub mod flash;
 pub mod net;
 pub mod report;
+pub mod rfc2217;
 pub mod scenario;
 pub mod select;
 pub mod serial;

@@ -1,0 +1,136 @@
+//! The RFC 2217 port against Debian's ser2net in RFC 2217 mode, as a labgrid exporter runs it:
+//! data both ways byte for byte (IAC bytes included), the rate set on the far side, and the
+//! modem lines a bridge on a pseudo-terminal cannot set.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use relay_hil::rfc2217::{Rfc2217Port, Url};
+use serialport::{SerialPort, TTYPort};
+
+mod common;
+
+/// ser2net serving one end of a pty pair over RFC 2217; the test holds the other end.
+struct Bridge {
+    child: Child,
+    port: u16,
+    device: TTYPort,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn bridge() -> Bridge {
+    let (device, slave) = TTYPort::pair().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = common::temp_dir("ser2net-rfc2217");
+    let config = dir.join("ser2net.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "%YAML 1.1\n---\nconnection: &board\n  accepter: telnet(rfc2217,mode=server),tcp,\
+             127.0.0.1,{port}\n  connector: serialdev,{},115200n81,local\n  options:\n    \
+             mdns: false\n",
+            slave.name().unwrap()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("ser2net")
+        .args(["-n", "-c"])
+        .arg(&config)
+        .arg("-P")
+        .arg(dir.join("ser2net.pid"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ser2net is installed (./hil setup)");
+    // ser2net announces nothing: its port answering is the only sign that it listens.
+    let until = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "ser2net never listened on {port}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(slave);
+    Bridge {
+        child,
+        port,
+        device,
+        dir,
+    }
+}
+
+fn read_exactly(r: &mut impl Read, n: usize) -> Vec<u8> {
+    let mut got = vec![0u8; n];
+    let mut at = 0;
+    let until = Instant::now() + Duration::from_secs(10);
+    while at < n {
+        assert!(Instant::now() < until, "only {at} of {n} bytes arrived");
+        match r.read(&mut got[at..]) {
+            Ok(k) => at += k,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    got
+}
+
+#[test]
+fn every_byte_crosses_both_ways_and_the_rate_is_set_on_the_far_side() {
+    let mut b = bridge();
+    let url = Url::parse(&format!("rfc2217://127.0.0.1:{}?ign_set_control", b.port)).unwrap();
+    let mut port = Rfc2217Port::open(&url, 115_200).unwrap();
+    b.device.set_timeout(Duration::from_millis(100)).unwrap();
+    // Every byte value, 0xFF (telnet's IAC) among them, each way.
+    let all: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    port.write_all(&all).unwrap();
+    assert_eq!(read_exactly(&mut b.device, all.len()), all);
+    b.device.write_all(&all).unwrap();
+    assert_eq!(read_exactly(&mut port, all.len()), all);
+    // ser2net sets the pty to the rate asked for, and says so.
+    port.set_baud_rate(921_600).unwrap();
+    assert_eq!(port.baud_rate().unwrap(), 921_600);
+    assert_eq!(b.device.baud_rate().unwrap(), 921_600);
+    // A clone shares the connection.
+    let mut clone = port.try_clone().unwrap();
+    clone.write_all(b"from the clone").unwrap();
+    assert_eq!(read_exactly(&mut b.device, 14), b"from the clone");
+    // Modem lines cannot be set on a pty: with ign_set_control the request goes out anyway.
+    port.write_data_terminal_ready(true).unwrap();
+}
+
+#[test]
+fn a_modem_line_the_bridge_never_confirms_names_the_option() {
+    let b = bridge();
+    let url = Url::parse(&format!("rfc2217://127.0.0.1:{}?timeout=0.3", b.port)).unwrap();
+    let mut port = Rfc2217Port::open(&url, 115_200).unwrap();
+    let e = port.write_request_to_send(true).unwrap_err().to_string();
+    assert!(
+        e.contains("did not confirm RTS on") && e.contains("?ign_set_control"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_port_that_does_not_speak_rfc2217_is_named() {
+    // A raw TCP listener that never answers the COM-PORT-OPTION offer.
+    let raw = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = Url::parse(&format!(
+        "rfc2217://{}?timeout=0.3",
+        raw.local_addr().unwrap()
+    ))
+    .unwrap();
+    let e = Rfc2217Port::open(&url, 115_200).err().unwrap().to_string();
+    assert!(e.contains("COM-PORT-OPTION"), "{e}");
+}
