@@ -74,9 +74,37 @@ impl Limits {
     }
 }
 
+/// The kind of board: what the harness may do with it (start it, reset it, find it on USB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BoardKind {
+    /// The virtual board (the default when no port is named).
+    Virtual,
+    /// A NodeMCU on USB: the one --port names, or the one found.
+    Nodemcu,
+    /// Any relay named by its serial port and TCP address (--serial, --addr); never reset.
+    #[value(skip)]
+    Endpoint,
+}
+
+impl BoardKind {
+    /// Its name in reports and suite names: `virtual`, `nodemcu`, `endpoint`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BoardKind::Virtual => "virtual",
+            BoardKind::Nodemcu => "nodemcu",
+            BoardKind::Endpoint => "endpoint",
+        }
+    }
+}
+
+impl std::fmt::Display for BoardKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 pub struct Board {
-    /// `virtual`, `nodemcu` or `endpoint`, for reports.
-    pub kind: &'static str,
+    pub kind: BoardKind,
     pub profile: Profile,
     pub serial: Serial,
     pub tcp: SocketAddr,
@@ -124,7 +152,7 @@ impl Board {
     /// Opens the board and waits for its banner: ready for scenarios.
     pub async fn open(target: &Target, opts: &OpenOptions) -> Result<Board> {
         let mut board = Board::attach(target, opts).await?;
-        if board.kind != "endpoint" {
+        if board.kind != BoardKind::Endpoint {
             board.ready(opts.banner_timeout).await?;
         }
         Ok(board)
@@ -140,14 +168,20 @@ impl Board {
                     None => find_nodemcu()?,
                 };
                 let serial = Serial::new(&path, open_tty(&path, opts.profile.uart.baud)?)?;
-                Ok(Board::new("nodemcu", serial, opts, None, addr.clone()))
+                Ok(Board::new(
+                    BoardKind::Nodemcu,
+                    serial,
+                    opts,
+                    None,
+                    addr.clone(),
+                ))
             }
             Target::Endpoint { serial, addr } => open_endpoint(serial, addr, opts).await,
         }
     }
 
     fn new(
-        kind: &'static str,
+        kind: BoardKind,
         serial: Serial,
         opts: &OpenOptions,
         process: Option<Stopper>,
@@ -172,7 +206,7 @@ impl Board {
     /// network from it.
     pub async fn ready(&mut self, timeout: Duration) -> Result<Banner> {
         let banner = self.reset(timeout).await?;
-        if self.kind == "nodemcu" {
+        if self.kind == BoardKind::Nodemcu {
             self.tcp = match &self.addr {
                 Some(a) => resolve(a)?,
                 None => resolve(&format!("{}:{}", banner.ip, banner.port))?,
@@ -383,7 +417,7 @@ async fn attach_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> 
         .map_err(|e| fail(format!("unreadable ready line `{}`: {e}", line.trim())))?;
     let port = VirtualPort::open(&ready.serial, ready.baud, ready.control)?;
     let serial = Serial::new(&ready.serial, port)?;
-    let mut board = Board::new("virtual", serial, opts, Some(child), None);
+    let mut board = Board::new(BoardKind::Virtual, serial, opts, Some(child), None);
     board.tcp = ready.tcp;
     board.status = ready.status;
     board.control = Some(ready.control);
@@ -399,7 +433,13 @@ async fn probe(addr: SocketAddr) -> Result<()> {
 
 async fn open_endpoint(serial_path: &Path, addr: &str, opts: &OpenOptions) -> Result<Board> {
     let serial = Serial::new(serial_path, open_tty(serial_path, opts.profile.uart.baud)?)?;
-    let mut board = Board::new("endpoint", serial, opts, None, Some(addr.to_owned()));
+    let mut board = Board::new(
+        BoardKind::Endpoint,
+        serial,
+        opts,
+        None,
+        Some(addr.to_owned()),
+    );
     board.tcp = resolve(addr)?;
     let p = &opts.profile;
     board.status = (p.capabilities.status && p.net.status_port != 0)

@@ -18,7 +18,7 @@ use espflash::interface::Interface;
 use espflash::targets::Chip;
 use serialport::UsbPortInfo;
 
-use crate::board::Board;
+use crate::board::{Board, BoardKind};
 use crate::error::{HilError, Result};
 
 /// How long to wait for a boot line before taking the board's firmware as unknown.
@@ -235,7 +235,7 @@ pub async fn flash(
             });
         }
         // Without a flash file the virtual board's loader refuses to write: nothing was erased.
-        Err(Failure::Refused(reason)) if board.kind == "virtual" => {
+        Err(Failure::Refused(reason)) if board.kind == BoardKind::Virtual => {
             return Err(HilError::FlashRefused { path, reason });
         }
         Err(Failure::Midway(reason) | Failure::Refused(reason)) => {

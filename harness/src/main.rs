@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use relay_hil::board::{Board, OpenOptions, Target, list_ports};
+use relay_hil::board::{Board, BoardKind, OpenOptions, Target, list_ports};
 use relay_hil::error::HilError;
 use relay_hil::flash::{self, Flashed, Image};
 use relay_hil::report::{self, tally};
@@ -30,14 +30,6 @@ struct Cli {
     /// More logging on stderr (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum BoardKind {
-    /// The virtual board (the default when no port is named).
-    Virtual,
-    /// A NodeMCU on USB: the one --port names, or the one found.
-    Nodemcu,
 }
 
 #[derive(Debug, Args)]
@@ -334,7 +326,7 @@ impl BoardArgs {
             }
         }
         let mut board = Board::attach(&target, &opts).await?;
-        if board.kind == "nodemcu" {
+        if board.kind == BoardKind::Nodemcu {
             retry += &format!(" --port {}", board.serial.path.display());
         }
         eprintln!(
@@ -754,25 +746,25 @@ async fn bench(args: BoardArgs, opts: BenchArgs) -> ExitCode {
         spinner.set_message(format!("opening the board ({})", open.profile.name));
         let board = Board::open(&target, &open).await?;
         let setup = match board.kind {
-            "virtual" => format!(
+            BoardKind::Virtual => format!(
                 "virtual-board {} -p {}; the harness opens its pty",
                 FAST.join(" "),
                 open.profile.name
             ),
-            "nodemcu" => format!(
+            BoardKind::Nodemcu => format!(
                 "a NodeMCU on {} at {} baud, profile {}",
                 board.serial.path.display(),
                 open.profile.uart.baud,
                 open.profile.name
             ),
-            _ => format!(
+            BoardKind::Endpoint => format!(
                 "{} and {}, profile {}",
                 board.serial.path.display(),
                 board.tcp,
                 open.profile.name
             ),
         };
-        let real = board.kind == "nodemcu";
+        let real = board.kind == BoardKind::Nodemcu;
         let mut rigs = vec![Rig::board("relay".into(), setup, board, real)];
         if opts.with_ser2net {
             spinner.set_message("starting ser2net and socat");
