@@ -19,7 +19,7 @@ use espflash::targets::Chip;
 use serialport::UsbPortInfo;
 
 use crate::board::{Board, BoardKind};
-use crate::error::{HilError, Result};
+use crate::error::{BadImage, FlashError, ImageError, LoaderError, Result};
 
 /// How long to wait for a boot line before taking the board's firmware as unknown.
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -52,30 +52,25 @@ impl Image {
     /// an application at 0x1000 (whole header and segments), the length and CRC elf2bin stored
     /// in such a firmware, which `ESP.checkFlashCRC()` checks (cores/esp8266/Esp.cpp:466-480),
     /// the size the header declares, and a relay build id.
-    pub fn load(path: &Path) -> Result<Image> {
-        let bad = |reason: String| HilError::BadImage {
+    pub fn load(path: &Path) -> Result<Image, ImageError> {
+        let bad = |why: BadImage| ImageError {
             path: path.to_owned(),
-            reason,
+            why,
         };
         let bytes = relay_core::bounded::read(path, relay_core::image::FLASH_MAX).map_err(|e| {
             use relay_core::bounded::ReadError;
             match e {
-                ReadError::Io(e) => bad(e.to_string()),
-                too_big => bad(format!("{too_big}, the largest ESP8266 flash")),
+                ReadError::Io(e) => bad(BadImage::Unreadable(e)),
+                too_big => bad(BadImage::TooBig(too_big)),
             }
         })?;
-        let fw = relay_core::image::parse_firmware(&bytes).map_err(|e| bad(e.to_string()))?;
+        let fw = relay_core::image::parse_firmware(&bytes).map_err(|e| bad(e.into()))?;
         // The file as elf2bin wrote it: on the chip, the CRC covers the flash from 0x0 for the
         // length it stored.
-        fw.check_file_crc().map_err(|e| bad(e.to_string()))?;
+        fw.check_file_crc().map_err(|e| bad(e.into()))?;
         fw.fits(fw.boot.flash_size)
-            .map_err(|e| bad(format!("{e} it declares")))?;
-        let build_id = fw.build_id().ok_or_else(|| {
-            bad(
-                "it carries no relay build id (`relay-build-id:`), so it is not a relay image"
-                    .into(),
-            )
-        })?;
+            .map_err(|e| bad(BadImage::PastDeclaredFlash(e)))?;
+        let build_id = fw.build_id().ok_or_else(|| bad(BadImage::NoBuildId))?;
         Ok(Image {
             path: path.to_owned(),
             build_id,
@@ -193,22 +188,24 @@ pub async fn flash(
     let uart_baud = board.profile.uart.baud;
     let mut rate = baud;
     // A write that broke off at the first rate: its blocks, and why.
-    let mut broke_off: Option<(usize, String)> = None;
+    let mut broke_off: Option<(usize, LoaderError)> = None;
     let (outcome, mut written, elapsed) = loop {
         let (outcome, written, elapsed, p) = attempt(board, image, rate, progress).await?;
         progress = p;
         if rate == FALLBACK_BAUD {
             break (outcome, written, elapsed);
         }
-        match &outcome {
-            Err(Failure::Midway(why)) => broke_off = Some((written, why.clone())),
-            Err(Failure::Untouched(_)) => {}
-            _ => break (outcome, written, elapsed),
-        }
-        if let Err(Failure::Untouched(why) | Failure::Midway(why)) = &outcome {
-            tracing::warn!(
+        match outcome {
+            Err(Failure::Midway(why)) => {
+                tracing::warn!(
+                    "flashing at {rate} baud failed ({why}); trying again at {FALLBACK_BAUD} baud"
+                );
+                broke_off = Some((written, why));
+            }
+            Err(Failure::Untouched(why)) => tracing::warn!(
                 "flashing at {rate} baud failed ({why}); trying again at {FALLBACK_BAUD} baud"
-            );
+            ),
+            outcome => break (outcome, written, elapsed),
         }
         rate = FALLBACK_BAUD;
     };
@@ -218,42 +215,47 @@ pub async fn flash(
     let outcome = match (outcome, broke_off) {
         (Err(Failure::Untouched(again)), Some((blocks, why))) => {
             written = blocks;
-            Err(Failure::Midway(format!(
-                "{why}; at {FALLBACK_BAUD} baud: {again}"
-            )))
+            Err(Failure::Midway(LoaderError::Retried {
+                first: Box::new(why),
+                baud: FALLBACK_BAUD,
+                source: Box::new(again),
+            }))
         }
         (outcome, _) => outcome,
     };
     let chip = match outcome {
         Ok(chip) => chip,
-        Err(Failure::Untouched(reason)) => return Err(HilError::Loader { path, reason }),
-        Err(Failure::WrongChip(found)) => return Err(HilError::WrongChip { path, found }),
-        Err(Failure::TooBig(reason)) => {
-            return Err(HilError::BadImage {
+        Err(Failure::Untouched(source)) => return Err(FlashError::Loader { path, source }.into()),
+        Err(Failure::WrongChip(found)) => return Err(FlashError::WrongChip { path, found }.into()),
+        Err(Failure::TooBig { bytes, flash }) => {
+            return Err(ImageError {
                 path: image.path.clone(),
-                reason,
-            });
+                why: BadImage::PastBoardFlash { bytes, flash },
+            }
+            .into());
         }
         // Without a flash file the virtual board's loader refuses to write: nothing was erased.
-        Err(Failure::Refused(reason)) if board.kind == BoardKind::Virtual => {
-            return Err(HilError::FlashRefused { path, reason });
+        Err(Failure::Refused(source)) if board.kind == BoardKind::Virtual => {
+            return Err(FlashError::Refused { path, source }.into());
         }
-        Err(Failure::Midway(reason) | Failure::Refused(reason)) => {
-            return Err(HilError::HalfFlashed {
+        Err(Failure::Midway(source) | Failure::Refused(source)) => {
+            return Err(FlashError::HalfFlashed {
                 path,
                 blocks: written,
                 total: image.bytes.len().div_ceil(BLOCK),
-                reason,
+                source,
                 retry: retry.to_owned(),
-            });
+            }
+            .into());
         }
     };
     let banner = board.ready(banner_timeout).await?;
     if banner.build != image.build_id {
-        return Err(HilError::WrongBuild {
+        return Err(FlashError::WrongBuild {
             flashed: image.build_id.clone(),
             booted: banner.build,
-        });
+        }
+        .into());
     }
     Ok(Flashed::Written {
         bytes: image.bytes.len(),
@@ -284,9 +286,9 @@ async fn attempt<P: Progress>(
         (outcome, callbacks)
     })
     .await
-    .map_err(|e| HilError::Loader {
+    .map_err(|e| FlashError::Loader {
         path: path.clone(),
-        reason: format!("the flashing thread failed: {e}"),
+        source: LoaderError::Thread(e),
     })?;
     let elapsed = start.elapsed();
     board.serial.reclaim()?;
@@ -303,26 +305,16 @@ const BLOCK: usize = 0x400;
 
 enum Failure {
     /// Nothing was written: the board is as it was.
-    Untouched(String),
+    Untouched(LoaderError),
+    /// The chip the loader names.
     WrongChip(String),
-    TooBig(String),
+    /// The image's bytes, past the flash the loader reports.
+    TooBig { bytes: usize, flash: usize },
     /// The write began (the ROM erases first): the board's flash is no longer whole.
-    Midway(String),
+    Midway(LoaderError),
     /// The loader answered FLASH_BEGIN with an error. On a NodeMCU its erase failed, maybe
     /// halfway; the virtual board refuses before erasing when it has no flash file.
-    Refused(String),
-}
-
-/// An error with its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    Refused(LoaderError),
 }
 
 fn write(
@@ -332,7 +324,7 @@ fn write(
     callbacks: &mut dyn ProgressCallbacks,
 ) -> std::result::Result<String, Failure> {
     port.set_baud_rate(baud)
-        .map_err(|e| Failure::Untouched(format!("cannot set the port to {baud} baud: {e}")))?;
+        .map_err(|source| Failure::Untouched(LoaderError::Baud { baud, source }))?;
     // A CP2102's ids: anything but the USB-JTAG bridge gets the classic auto-reset sequence.
     let usb = UsbPortInfo {
         vid: 0x10c4,
@@ -343,18 +335,14 @@ fn write(
     };
     let interface = Interface { serial_port: port };
     // The ESP8266's ROM has no flasher stub to load in espflash 2.1: write through the ROM.
-    let mut flasher = Flasher::connect(interface, usb, None, false).map_err(|e| {
-        Failure::Untouched(format!(
-            "the ROM loader did not answer at {baud} baud: {}",
-            chain(&e)
-        ))
-    })?;
+    let mut flasher = Flasher::connect(interface, usb, None, false)
+        .map_err(|source| Failure::Untouched(LoaderError::NoAnswer { baud, source }))?;
     if flasher.chip() != Chip::Esp8266 {
         return Err(Failure::WrongChip(flasher.chip().to_string()));
     }
     let info = flasher
         .device_info()
-        .map_err(|e| Failure::Untouched(format!("reading the chip's details: {}", chain(&e))))?;
+        .map_err(|source| Failure::Untouched(LoaderError::DeviceInfo { source }))?;
     let flash = info
         .flash_size
         .encode_flash_size(Chip::Esp8266)
@@ -362,22 +350,22 @@ fn write(
         .and_then(relay_core::image::flash_size)
         .unwrap_or(4 << 20);
     if bytes.len() > flash {
-        return Err(Failure::TooBig(format!(
-            "the image is {} bytes, bigger than the board's {flash}-byte flash",
-            bytes.len()
-        )));
+        return Err(Failure::TooBig {
+            bytes: bytes.len(),
+            flash,
+        });
     }
     flasher
         .write_bin_to_flash(0, bytes, Some(callbacks))
-        .map_err(|e| match &e {
+        .map_err(|source| match &source {
             espflash::error::Error::RomError(rom)
                 if rom
                     .to_string()
                     .contains(&CommandType::FlashBegin.to_string()) =>
             {
-                Failure::Refused(chain(&e))
+                Failure::Refused(LoaderError::Write { source })
             }
-            _ => Failure::Midway(chain(&e)),
+            _ => Failure::Midway(LoaderError::Write { source }),
         })?;
     Ok(format!(
         "{} ({} MHz crystal, {} KiB flash, MAC {})",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use relay_hil::board::{Board, BoardKind, OpenOptions, Target, list_ports};
-use relay_hil::error::HilError;
+use relay_hil::error::{FlashError, HilError, UsageError, VirtualBoardError};
 use relay_hil::flash::{self, Flashed, Image};
 use relay_hil::report::{self, tally};
 use relay_hil::scenario::{self, Scenario};
@@ -267,15 +267,9 @@ impl BoardArgs {
     fn resolve(&self) -> Result<(Target, OpenOptions), HilError> {
         if self.board == Some(BoardKind::Virtual) && (self.port.is_some() || self.serial.is_some())
         {
-            return Err(HilError::Usage {
-                reason: "--board virtual excludes --port (RELAY_HIL_PORT) and --serial \
-                         (RELAY_HIL_SERIAL)"
-                    .into(),
-            });
+            return Err(UsageError::VirtualWithPort.into());
         }
-        let me = std::env::current_exe().map_err(|e| HilError::VirtualBoard {
-            reason: e.to_string(),
-        })?;
+        let me = std::env::current_exe().map_err(VirtualBoardError::Program)?;
         self.selection().resolve((me, vec!["virtual-board".into()]))
     }
 
@@ -302,14 +296,16 @@ impl BoardArgs {
         );
         match &target {
             Target::Virtual { .. } => {
-                virtual_board::board::check_flash_file(&self.flash_file).map_err(|e| {
-                    HilError::Usage {
-                        reason: format!("--flash-file {}: {e}", self.flash_file.display()),
+                virtual_board::board::check_flash_file(&self.flash_file).map_err(|reason| {
+                    FlashError::FlashFile {
+                        path: self.flash_file.clone(),
+                        reason,
                     }
                 })?;
                 if let Some(dir) = self.flash_file.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| HilError::Usage {
-                        reason: format!("cannot create {}: {e}", dir.display()),
+                    std::fs::create_dir_all(dir).map_err(|source| FlashError::FlashFileDir {
+                        path: dir.to_owned(),
+                        source,
                     })?;
                 }
                 opts.virtual_args = vec!["--flash".into(), self.flash_file.display().to_string()];
@@ -319,11 +315,7 @@ impl BoardArgs {
                 );
             }
             Target::Port { .. } => {}
-            Target::Endpoint { .. } => {
-                return Err(HilError::Usage {
-                    reason: "--firmware needs a NodeMCU (--port) or the virtual board".into(),
-                });
-            }
+            Target::Endpoint { .. } => return Err(FlashError::NotFlashable.into()),
         }
         let mut board = Board::attach(&target, &opts).await?;
         if board.kind == BoardKind::Nodemcu {
@@ -364,8 +356,12 @@ fn spinner(msg: String) -> ProgressBar {
     p
 }
 
-fn fail(e: &HilError) -> ExitCode {
-    eprintln!("relay-hil: {e}\n  hint: {}", e.hint());
+/// Prints the one-line diagnosis and its hint; exit 2: the board or the options cannot be used.
+fn fail(e: &dyn miette::Diagnostic) -> ExitCode {
+    eprintln!("relay-hil: {e}");
+    if let Some(hint) = e.help() {
+        eprintln!("  hint: {hint}");
+    }
     ExitCode::from(2)
 }
 
@@ -554,11 +550,10 @@ async fn run(
             Some(s) => chosen.push(s),
             None => {
                 let known: Vec<&str> = scenario::ALL.iter().map(|s| s.name).collect();
-                eprintln!(
-                    "relay-hil: unknown scenario `{name}`\n  hint: the scenarios are {}",
-                    known.join(", ")
-                );
-                return ExitCode::from(2);
+                return fail(&UsageError::UnknownScenario {
+                    name: name.clone(),
+                    known: known.join(", "),
+                });
             }
         }
     }
@@ -659,7 +654,7 @@ fn bench_rates(
     target: &Target,
     profile: &relay_core::profile::Profile,
     asked: &[u32],
-) -> Result<Vec<(u32, relay_core::profile::Profile)>, String> {
+) -> Result<Vec<(u32, relay_core::profile::Profile)>, UsageError> {
     use relay_core::profile::{Profile, known_profiles};
     match target {
         Target::Virtual { .. } => {}
@@ -668,15 +663,15 @@ fn bench_rates(
             return match asked {
                 [] => Ok(vec![(own, profile.clone())]),
                 [rate] if *rate == own => Ok(vec![(own, profile.clone())]),
-                _ => Err(format!(
-                    "--baud: a NodeMCU is measured at its own rate, uart.baud {own} of profile {}",
-                    profile.name
-                )),
+                _ => Err(UsageError::BaudOfNodemcu {
+                    own,
+                    profile: profile.name.clone(),
+                }),
             };
         }
         Target::Endpoint { .. } if asked.is_empty() => return Ok(Vec::new()),
         Target::Endpoint { .. } => {
-            return Err("--baud needs the virtual board or a NodeMCU".into());
+            return Err(UsageError::BaudNeedsBoard);
         }
     }
     // The profile itself first, then the shipped ones whose relay keeps the same contract (their
@@ -703,12 +698,11 @@ fn bench_rates(
                 have.sort_unstable();
                 have.dedup();
                 let have: Vec<String> = have.iter().map(u32::to_string).collect();
-                return Err(format!(
-                    "--baud {rate}: no board profile runs {}'s relay at {rate} baud; the rates \
-                     that exist: {}",
-                    profile.name,
-                    have.join(", ")
-                ));
+                return Err(UsageError::NoProfileAtRate {
+                    rate,
+                    profile: profile.name.clone(),
+                    have: have.join(", "),
+                });
             }
         }
     }
@@ -728,16 +722,11 @@ async fn bench(args: BoardArgs, opts: BenchArgs) -> ExitCode {
     };
     let rates = match bench_rates(&target, &open.profile, &opts.baud) {
         Ok(r) => r,
-        Err(line) => {
-            eprintln!("relay-hil: {line}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(&e),
     };
     let spinner = spinner("starting".into());
     let result: Result<bench::Report, HilError> = async {
-        let me = std::env::current_exe().map_err(|e| HilError::VirtualBoard {
-            reason: e.to_string(),
-        })?;
+        let me = std::env::current_exe().map_err(VirtualBoardError::Program)?;
         // The relay's throughput is the relay's, not a modelled line's or WiFi's.
         const FAST: [&str; 3] = ["--no-pace", "--rtt-ms", "0"];
         if let Target::Virtual { args, .. } = &mut target {

@@ -7,7 +7,7 @@ use relay_core::profile::{DEFAULT_PROFILE, Profile};
 use relay_core::provision::Wifi;
 
 use crate::board::{OpenOptions, Target};
-use crate::error::{HilError, Result};
+use crate::error::{Result, UsageError};
 
 /// The environment variables, each the same as the flag of the same name.
 pub const ENV_PORT: &str = "RELAY_HIL_PORT";
@@ -54,9 +54,11 @@ impl Selection {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let banner_timeout = match var(ENV_BANNER_TIMEOUT) {
             None => None,
-            Some(v) => Some(Duration::from_secs(wait_secs(&v).map_err(|e| {
-                HilError::Usage {
-                    reason: format!("{ENV_BANNER_TIMEOUT}={v}: {e}"),
+            Some(v) => Some(Duration::from_secs(wait_secs(&v).map_err(|why| {
+                UsageError::Variable {
+                    var: ENV_BANNER_TIMEOUT,
+                    value: v.clone(),
+                    why,
                 }
             })?)),
         };
@@ -75,10 +77,7 @@ impl Selection {
         let profile = Profile::load(self.profile.as_deref().unwrap_or(DEFAULT_PROFILE))?;
         let target = match (&self.port, &self.serial, &self.addr) {
             (Some(_), Some(_), _) => {
-                return Err(HilError::Usage {
-                    reason: "--port (a NodeMCU) and --serial (another relay) exclude each other"
-                        .into(),
-                });
+                return Err(UsageError::PortAndSerial.into());
             }
             (Some(port), None, addr) => Target::Port {
                 path: (port != "auto").then(|| PathBuf::from(port)),
@@ -89,14 +88,10 @@ impl Selection {
                 addr: addr.clone(),
             },
             (None, Some(_), None) => {
-                return Err(HilError::Usage {
-                    reason: "--serial names a relay's port but not its --addr".into(),
-                });
+                return Err(UsageError::SerialWithoutAddr.into());
             }
             (None, None, Some(_)) => {
-                return Err(HilError::Usage {
-                    reason: "--addr needs --serial (another relay) or --port (a NodeMCU)".into(),
-                });
+                return Err(UsageError::AddrAlone.into());
             }
             (None, None, None) => Target::Virtual {
                 program: virtual_board.0,
@@ -141,8 +136,12 @@ fn wifi_from_env() -> Result<Option<Wifi>> {
     use std::os::unix::ffi::OsStringExt;
     Wifi::new(ssid.into_vec(), psk.into_vec())
         .map(Some)
-        .map_err(|e| HilError::Usage {
-            reason: format!("{ENV_WIFI_SSID}/{ENV_WIFI_PASSWORD}: {e}"),
+        .map_err(|source| {
+            UsageError::Wifi {
+                vars: "RELAY_HIL_WIFI_SSID/RELAY_HIL_WIFI_PASSWORD",
+                source,
+            }
+            .into()
         })
 }
 

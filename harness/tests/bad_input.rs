@@ -6,7 +6,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use relay_hil::board::{Board, OpenOptions, Target};
-use relay_hil::error::HilError;
+use relay_hil::error::{BoardError, HilError, PortError};
 use relay_hil::select::Selection;
 use rstest::rstest;
 
@@ -140,7 +140,10 @@ async fn a_board_that_never_prints_a_banner_times_out_in_bounded_time() {
         .err()
         .expect("an erased board has no banner");
     let _ = std::fs::remove_file(&flash);
-    assert!(matches!(err, HilError::NoBanner { .. }), "{err}");
+    assert!(
+        matches!(err, HilError::Board(BoardError::NoBanner { .. })),
+        "{err}"
+    );
     assert!(
         err.to_string().contains("no relay banner on /dev/pts/"),
         "{err}"
@@ -165,7 +168,10 @@ async fn a_second_run_on_the_same_board_fails_fast() {
         .await
         .err()
         .expect("the port is locked by the first run");
-    assert!(matches!(err, HilError::PortBusy { .. }), "{err}");
+    assert!(
+        matches!(err, HilError::Port(PortError::Busy { .. })),
+        "{err}"
+    );
     assert!(
         err.hint().contains("each run locks its port"),
         "{}",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{printed, relay_hil, temp_dir};
 use relay_core::image;
 use relay_hil::board::Board;
-use relay_hil::error::HilError;
+use relay_hil::error::{FlashError, HilError};
 use relay_hil::flash::{self, Flashed, Image, Progress};
 use relay_hil::select::Selection;
 use relay_hil::serial::VirtualPort;
@@ -359,7 +359,7 @@ async fn a_board_cut_off_mid_flash_is_reported_half_flashed_and_the_next_flash_w
     .await
     .unwrap_err();
     match &err {
-        HilError::HalfFlashed { blocks, total, .. } => {
+        HilError::Flash(FlashError::HalfFlashed { blocks, total, .. }) => {
             assert_eq!((*blocks, *total), (5, len.div_ceil(0x400)));
         }
         other => panic!("not reported half-flashed: {other}"),
@@ -434,7 +434,7 @@ async fn a_virtual_board_without_a_flash_file_refuses_and_the_hint_names_flash_f
         .await
         .unwrap_err();
     assert!(
-        matches!(err, HilError::FlashRefused { .. }),
+        matches!(err, HilError::Flash(FlashError::Refused { .. })),
         "not reported as refused: {err}"
     );
     assert!(err.to_string().contains("FlashBegin"), "{err}");
