@@ -18,7 +18,7 @@ use espflash::interface::Interface;
 use espflash::targets::Chip;
 use serialport::UsbPortInfo;
 
-use crate::board::{Board, BoardKind};
+use crate::board::{Board, BoardKind, OpenOptions, Target};
 use crate::error::{BadImage, FlashError, ImageError, LoaderError, Result};
 
 /// How long to wait for a boot line before taking the board's firmware as unknown.
@@ -37,6 +37,14 @@ pub const FALLBACK_BAUD: u32 = 115_200;
 pub const MIN_BAUD: u32 = 9_600;
 /// The highest rate the ESP8266 core offers for uploads (boards.txt, nodemcuv2.menu.baud).
 pub const MAX_BAUD: u32 = 3_000_000;
+
+/// `--flash-baud`: a rate a USB-serial bridge and the ROM's autobaud can meet.
+pub fn baud(text: &str) -> std::result::Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(b) if (MIN_BAUD..=MAX_BAUD).contains(&b) => Ok(b),
+        _ => Err(format!("must be a baud rate from {MIN_BAUD} to {MAX_BAUD}")),
+    }
+}
 
 /// A relay image, checked before any board is touched.
 #[derive(Clone, Debug)]
@@ -157,6 +165,93 @@ impl<P: Progress> ProgressCallbacks for Callbacks<P> {
     }
     fn finish(&mut self) {
         self.progress.done();
+    }
+}
+
+/// A flash to do: a checked image and how to write it, from the board's port to its banner.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub image: Image,
+    /// Write even when the board already runs the image's build.
+    pub force: bool,
+    /// The rate to try first; [`FALLBACK_BAUD`] follows if it fails.
+    pub baud: u32,
+    /// The virtual board's flash, a file kept between runs (a NodeMCU has its own).
+    pub flash_file: PathBuf,
+}
+
+impl Job {
+    /// Opens `target`'s port for flashing, without resetting it. A virtual board is started
+    /// with [`Job::flash_file`] as its flash, checked as the board would check it and its
+    /// folder made; a relay named by its serial port and address cannot be flashed.
+    pub async fn attach(&self, target: &Target, opts: &OpenOptions) -> Result<Board> {
+        let mut opts = opts.clone();
+        match target {
+            Target::Virtual { .. } => {
+                let path = &self.flash_file;
+                virtual_board::board::check_flash_file(path).map_err(|reason| {
+                    FlashError::FlashFile {
+                        path: path.clone(),
+                        reason,
+                    }
+                })?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|source| FlashError::FlashFileDir {
+                        path: dir.to_owned(),
+                        source,
+                    })?;
+                }
+                opts.virtual_args = vec!["--flash".into(), path.display().to_string()];
+            }
+            Target::Port { .. } => {}
+            Target::Endpoint { .. } => return Err(FlashError::NotFlashable.into()),
+        }
+        Board::attach(target, &opts).await
+    }
+
+    /// The command that flashes `board` again whatever it runs, at the rate every board
+    /// manages: the half-flashed report's hint.
+    pub fn retry_command(&self, board: &Board) -> String {
+        let mut retry = format!(
+            "relay-hil flash --force --baud {FALLBACK_BAUD} --firmware {}",
+            self.image.path.display()
+        );
+        match board.kind {
+            BoardKind::Virtual => {
+                retry += &format!(
+                    " --board virtual --flash-file {}",
+                    self.flash_file.display()
+                );
+            }
+            BoardKind::Nodemcu => retry += &format!(" --port {}", board.serial.path.display()),
+            BoardKind::Endpoint => {}
+        }
+        retry
+    }
+
+    /// Flashes `board` as [`flash`] does, then makes it ready for scenarios whether it was
+    /// written or skipped.
+    pub async fn run(
+        &self,
+        board: &mut Board,
+        banner_timeout: Duration,
+        progress: impl Progress,
+    ) -> Result<Flashed> {
+        let retry = self.retry_command(board);
+        let done = flash(
+            board,
+            &self.image,
+            self.force,
+            self.baud,
+            banner_timeout,
+            progress,
+            &retry,
+        )
+        .await?;
+        if matches!(done, Flashed::Skipped { .. }) {
+            board.ready(banner_timeout).await?;
+        }
+        Ok(done)
     }
 }
 
@@ -374,4 +469,80 @@ fn write(
         flash / 1024,
         info.mac_address
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use relay_core::profile::Profile;
+
+    use super::*;
+    use crate::error::HilError;
+
+    fn job(flash_file: &str) -> Job {
+        Job {
+            image: Image {
+                path: "relay.bin".into(),
+                bytes: Vec::new(),
+                build_id: "x".into(),
+            },
+            force: false,
+            baud: DEFAULT_BAUD,
+            flash_file: flash_file.into(),
+        }
+    }
+
+    fn opts() -> OpenOptions {
+        OpenOptions {
+            profile: Profile::load(relay_core::profile::DEFAULT_PROFILE).unwrap(),
+            banner_timeout: Duration::from_secs(1),
+            wifi: None,
+            virtual_args: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_flashing_rate_is_one_the_rom_and_a_bridge_can_meet() {
+        assert_eq!(baud("921600"), Ok(921_600));
+        assert_eq!(baud("9600"), Ok(MIN_BAUD));
+        assert_eq!(baud("3000000"), Ok(MAX_BAUD));
+        for bad in ["9599", "3000001", "0", "fast"] {
+            assert!(
+                baud(bad).unwrap_err().contains("from 9600 to 3000000"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_relay_named_by_hand_cannot_be_flashed() {
+        let target = Target::Endpoint {
+            serial: "/dev/null".into(),
+            addr: "127.0.0.1:1".into(),
+        };
+        let err = job("unused").attach(&target, &opts()).await.err().unwrap();
+        assert!(
+            matches!(err, HilError::Flash(FlashError::NotFlashable)),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flash_file_the_board_cannot_hold_is_refused_before_it_starts() {
+        let target = Target::Virtual {
+            program: "/nonexistent/virtual-board".into(),
+            args: Vec::new(),
+        };
+        let err = job("/dev/zero")
+            .attach(&target, &opts())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("--flash-file /dev/zero: not a regular file"),
+            "{err}"
+        );
+    }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use relay_hil::board::{Board, BoardKind, OpenOptions, Target, list_ports};
-use relay_hil::error::{FlashError, HilError, UsageError, VirtualBoardError};
-use relay_hil::flash::{self, Flashed, Image};
+use relay_hil::error::{HilError, UsageError, VirtualBoardError};
+use relay_hil::flash::{self, Image};
 use relay_hil::report::{self, tally};
 use relay_hil::scenario::{self, Scenario};
 use relay_hil::select::Selection;
@@ -156,7 +156,7 @@ enum Command {
             env = "RELAY_HIL_FLASH_BAUD",
             value_name = "BAUD",
             default_value_t = flash::DEFAULT_BAUD,
-            value_parser = flash_baud,
+            value_parser = flash::baud,
             help = FLASH_BAUD_HELP
         )]
         flash_baud: u32,
@@ -205,7 +205,7 @@ enum Command {
             env = "RELAY_HIL_FLASH_BAUD",
             value_name = "BAUD",
             default_value_t = flash::DEFAULT_BAUD,
-            value_parser = flash_baud,
+            value_parser = flash::baud,
             help = FLASH_BAUD_HELP
         )]
         baud: u32,
@@ -287,65 +287,27 @@ impl BoardArgs {
             return self.open().await;
         };
         // Checked before anything is opened: a bad image never reaches the board.
-        let image = Image::load(path)?;
-        let (target, mut opts) = self.resolve()?;
-        let mut retry = format!(
-            "relay-hil flash --force --baud {} --firmware {}",
-            flash::FALLBACK_BAUD,
-            path.display()
-        );
-        match &target {
-            Target::Virtual { .. } => {
-                virtual_board::board::check_flash_file(&self.flash_file).map_err(|reason| {
-                    FlashError::FlashFile {
-                        path: self.flash_file.clone(),
-                        reason,
-                    }
-                })?;
-                if let Some(dir) = self.flash_file.parent() {
-                    std::fs::create_dir_all(dir).map_err(|source| FlashError::FlashFileDir {
-                        path: dir.to_owned(),
-                        source,
-                    })?;
-                }
-                opts.virtual_args = vec!["--flash".into(), self.flash_file.display().to_string()];
-                retry += &format!(
-                    " --board virtual --flash-file {}",
-                    self.flash_file.display()
-                );
-            }
-            Target::Port { .. } => {}
-            Target::Endpoint { .. } => return Err(FlashError::NotFlashable.into()),
-        }
-        let mut board = Board::attach(&target, &opts).await?;
-        if board.kind == BoardKind::Nodemcu {
-            retry += &format!(" --port {}", board.serial.path.display());
-        }
+        let job = flash::Job {
+            image: Image::load(path)?,
+            force: firmware.force,
+            baud,
+            flash_file: self.flash_file.clone(),
+        };
+        let (target, opts) = self.resolve()?;
+        let mut board = job.attach(&target, &opts).await?;
         eprintln!(
             "flashing {} (build {}, {} bytes) to {}",
             path.display(),
-            image.build_id,
-            image.bytes.len(),
+            job.image.build_id,
+            job.image.bytes.len(),
             board.serial.path.display()
         );
         let bar = ProgressBar::new(0).with_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} blocks {elapsed} (ETA {eta})")
                 .expect("a valid template"),
         );
-        let done = flash::flash(
-            &mut board,
-            &image,
-            firmware.force,
-            baud,
-            opts.banner_timeout,
-            bar,
-            &retry,
-        )
-        .await?;
+        let done = job.run(&mut board, opts.banner_timeout, bar).await?;
         eprintln!("{}", done.summary());
-        if matches!(done, Flashed::Skipped { .. }) {
-            board.ready(opts.banner_timeout).await?;
-        }
         Ok(board)
     }
 }
@@ -444,18 +406,6 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::Boards => boards(),
         Command::Monitor { board } => monitor(board).await,
         Command::VirtualBoard { .. } => unreachable!("handled before the runtime starts"),
-    }
-}
-
-/// `--baud`, `--flash-baud`: rates a USB-serial bridge and the ROM's autobaud can meet.
-fn flash_baud(text: &str) -> Result<u32, String> {
-    match text.parse::<u32>() {
-        Ok(b) if (flash::MIN_BAUD..=flash::MAX_BAUD).contains(&b) => Ok(b),
-        _ => Err(format!(
-            "must be a baud rate from {} to {}",
-            flash::MIN_BAUD,
-            flash::MAX_BAUD
-        )),
     }
 }
 

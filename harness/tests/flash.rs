@@ -292,6 +292,44 @@ fn run_with_firmware_flashes_then_passes_every_scenario() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The CLI's flash as the library does it: the job starts the virtual board on its flash file
+/// (making its folder), writes, then skips the same build, and leaves the board ready either
+/// way; its retry command names that same board.
+#[tokio::test]
+async fn a_flash_job_writes_then_skips_and_leaves_the_board_ready() {
+    let dir = temp_dir("flash-job");
+    let flash_file = dir.join("kept/board.flash");
+    let image = make_image(&dir, "job0001", 5_000);
+    let (target, opts) = Selection::default()
+        .resolve((PathBuf::from(common::BIN), vec!["virtual-board".into()]))
+        .unwrap();
+    let job = flash::Job {
+        image: Image::load(&image).unwrap(),
+        force: false,
+        baud: flash::DEFAULT_BAUD,
+        flash_file: flash_file.clone(),
+    };
+    for expected in ["written", "skipped"] {
+        let mut board = job.attach(&target, &opts).await.unwrap();
+        assert_eq!(
+            job.retry_command(&board),
+            format!(
+                "relay-hil flash --force --baud 115200 --firmware {} --board virtual --flash-file {}",
+                image.display(),
+                flash_file.display()
+            )
+        );
+        let done = job.run(&mut board, opts.banner_timeout, ()).await.unwrap();
+        let what = match done {
+            Flashed::Written { .. } => "written",
+            Flashed::Skipped { .. } => "skipped",
+        };
+        assert_eq!(what, expected, "{done:?}");
+        assert_eq!(board.banner.as_ref().unwrap().build, "job0001");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Cuts the board's power once `after` blocks are written, as a yanked cable would.
 struct CutPower {
     control: std::net::SocketAddr,
