@@ -595,147 +595,28 @@ async fn run(
     }
 }
 
-/// The default rates of the chip-terms figures on the virtual board.
-const BENCH_BAUDS: [u32; 3] = [115_200, 921_600, 3_000_000];
-
-/// The paced boards the chip-terms figures need, checked before anything starts: each rate
-/// with the profile that runs `profile`'s relay at it. `Err` is the one line to print.
-fn bench_rates(
-    target: &Target,
-    profile: &relay_core::profile::Profile,
-    asked: &[u32],
-) -> Result<Vec<(u32, relay_core::profile::Profile)>, UsageError> {
-    use relay_core::profile::{Profile, known_profiles};
-    match target {
-        Target::Virtual { .. } => {}
-        Target::Port { .. } => {
-            let own = profile.uart.baud;
-            return match asked {
-                [] => Ok(vec![(own, profile.clone())]),
-                [rate] if *rate == own => Ok(vec![(own, profile.clone())]),
-                _ => Err(UsageError::BaudOfNodemcu {
-                    own,
-                    profile: profile.name.clone(),
-                }),
-            };
-        }
-        Target::Endpoint { .. } if asked.is_empty() => return Ok(Vec::new()),
-        Target::Endpoint { .. } => {
-            return Err(UsageError::BaudNeedsBoard);
-        }
-    }
-    // The profile itself first, then the shipped ones whose relay keeps the same contract (their
-    // queues may be sized for their rate).
-    let mut same: Vec<Profile> = vec![profile.clone()];
-    same.extend(
-        known_profiles()
-            .iter()
-            .filter_map(|n| Profile::load(n).ok())
-            .filter(|p| p.relay.same_contract(&profile.relay) && p.name != profile.name),
-    );
-    let rates = if asked.is_empty() {
-        &BENCH_BAUDS[..]
-    } else {
-        asked
-    };
-    let mut out = Vec::new();
-    for &rate in rates {
-        match same.iter().find(|p| p.uart.baud == rate) {
-            Some(p) if !out.iter().any(|(r, _)| *r == rate) => out.push((rate, p.clone())),
-            Some(_) => {}
-            None => {
-                let mut have: Vec<u32> = same.iter().map(|p| p.uart.baud).collect();
-                have.sort_unstable();
-                have.dedup();
-                let have: Vec<String> = have.iter().map(u32::to_string).collect();
-                return Err(UsageError::NoProfileAtRate {
-                    rate,
-                    profile: profile.name.clone(),
-                    have: have.join(", "),
-                });
-            }
-        }
-    }
-    Ok(out)
-}
-
 async fn bench(args: BoardArgs, opts: BenchArgs) -> ExitCode {
-    use relay_hil::bench::{self, ChipRig, Machine, Plan, Rig};
+    use relay_hil::bench::{self, Machine, Plan};
     let plan = if opts.smoke {
         Plan::smoke()
     } else {
         Plan::full(opts.reps as usize)
     };
-    let (mut target, open) = match args.resolve() {
+    let (target, open) = match args.resolve() {
         Ok(x) => x,
         Err(e) => return fail(&e),
     };
-    let rates = match bench_rates(&target, &open.profile, &opts.baud) {
+    let rates = match bench::setup::rates(&target, &open.profile, &opts.baud) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
     let spinner = spinner("starting".into());
     let result: Result<bench::Report, HilError> = async {
-        let me = std::env::current_exe().map_err(VirtualBoardError::Program)?;
-        // The relay's throughput is the relay's, not a modelled line's or WiFi's.
-        const FAST: [&str; 3] = ["--no-pace", "--rtt-ms", "0"];
-        if let Target::Virtual { args, .. } = &mut target {
-            args.extend(FAST.map(String::from));
-        }
-        spinner.set_message(format!("opening the board ({})", open.profile.name));
-        let board = Board::open(&target, &open).await?;
-        let setup = match board.kind {
-            BoardKind::Virtual => format!(
-                "virtual-board {} -p {}; the harness opens its pty",
-                FAST.join(" "),
-                open.profile.name
-            ),
-            BoardKind::Nodemcu => format!(
-                "a NodeMCU on {} at {} baud, profile {}",
-                board.serial.path.display(),
-                open.profile.uart.baud,
-                open.profile.name
-            ),
-            BoardKind::Endpoint => format!(
-                "{} and {}, profile {}",
-                board.serial.path.display(),
-                board.tcp,
-                open.profile.name
-            ),
-        };
-        let real = board.kind == BoardKind::Nodemcu;
-        let mut rigs = vec![Rig::board("relay".into(), setup, board, real)];
-        if opts.with_ser2net {
-            spinner.set_message("starting ser2net and socat");
-            rigs.push(Rig::ser2net(false).await?);
-            rigs.push(Rig::ser2net(true).await?);
-            rigs.push(Rig::socat().await?);
-        }
-        let mut chip = Vec::new();
-        for (baud, profile) in rates {
-            if real {
-                chip.push(ChipRig {
-                    baud,
-                    profile: profile.name.clone(),
-                    rig: None,
-                });
-                continue;
-            }
-            spinner.set_message(format!("opening a paced board ({})", profile.name));
-            let sel = Selection {
-                profile: Some(profile.source.display().to_string()),
-                ..Selection::default()
-            };
-            let (t, o) =
-                sel.resolve((me.clone(), vec!["virtual-board".into(), "--pace".into()]))?;
-            let board = Board::open(&t, &o).await?;
-            let setup = format!("virtual-board --pace -p {}", profile.name);
-            chip.push(ChipRig {
-                baud,
-                profile: profile.name.clone(),
-                rig: Some(Rig::board(format!("relay-{baud}"), setup, board, true)),
-            });
-        }
+        let (mut rigs, mut chip) =
+            bench::setup::rigs(target, &open, rates, opts.with_ser2net, |msg| {
+                spinner.set_message(msg.to_owned())
+            })
+            .await?;
         bench::run(&mut rigs, &mut chip, &plan, Machine::here(), |msg| {
             spinner.set_message(msg.to_owned())
         })
