@@ -244,6 +244,18 @@ pub enum BadImage {
     PastBoardFlash { bytes: usize, flash: usize },
 }
 
+/// `relay-hil image`: a test image that cannot be made.
+#[derive(Debug, Error, Diagnostic)]
+pub enum MakeImageError {
+    #[error("build id `{0}` must be 1 to 40 letters, digits, `.`, `_` or `-`")]
+    BuildId(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Flashing: the loader, the write, and the build that boots after it.
 #[derive(Debug, Error, Diagnostic)]
 pub enum FlashError {

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod board;
 pub mod error;
 pub mod flash;
+pub mod image;
 pub mod net;
 pub mod report;
 pub mod scenario;

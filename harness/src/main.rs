@@ -226,7 +226,7 @@ enum Command {
         /// below), as big as a real firmware (a NodeMCU relay build is about 300 KB), to
         /// measure flashing; at most 16 MiB, the largest flash. The smallest file is a little
         /// over 4 KiB: the application starts at 0x1000.
-        #[arg(long, value_name = "BYTES", default_value_t = 0, value_parser = image_bytes)]
+        #[arg(long, value_name = "BYTES", default_value_t = 0, value_parser = relay_hil::image::size)]
         size: usize,
     },
     /// List the scenarios.
@@ -433,56 +433,15 @@ fn run_id() -> String {
     )
 }
 
-/// `relay-hil image --size`: at most the largest flash, so the file is one any board can hold.
-fn image_bytes(text: &str) -> Result<usize, String> {
-    use relay_core::{bounded::Size, image::FLASH_MAX};
-    match text.parse::<u64>() {
-        Ok(n) if n <= FLASH_MAX => Ok(n as usize),
-        _ => Err(format!(
-            "must be a number of bytes from 0 to {FLASH_MAX} ({}, the largest ESP8266 flash)",
-            Size(FLASH_MAX)
-        )),
-    }
-}
-
-/// Writes a virtual-board relay image: a firmware file in the ESP8266 Arduino core's layout
-/// ([`relay_core::image::build_firmware`]), the build id record in the application's `.rodata`.
+/// Writes a virtual-board relay image and says what it wrote.
 fn image(build_id: Option<String>, out: &std::path::Path, size: usize) -> ExitCode {
-    use relay_core::image::{APP_START, AppSections, build_firmware, build_id_record};
     let id = build_id.unwrap_or_else(|| relay_core::SOURCE_ID.to_owned());
-    let record = build_id_record(&id);
-    if relay_core::image::find_build_id(&record).as_deref() != Some(id.as_str()) {
-        eprintln!("relay-hil: build id `{id}` must be 1 to 40 letters, digits, `.`, `_` or `-`");
-        return ExitCode::from(2);
-    }
-    // What the file takes besides the filler: the bootloader and its padding, the application's
-    // header, five segment headers, the CRC words and the record.
-    let fixed = APP_START + 8 + 5 * 8 + 8 + record.len();
-    // The application ends with its checksum byte on a 16-byte boundary: filler up to one byte
-    // short of the last boundary within `size` keeps the file within `size`.
-    let filler_len = (size / 16 * 16).saturating_sub(fixed + 1);
-    // Filler that varies like code does, so SLIP escaping costs what it would.
-    let filler: Vec<u8> = (0..filler_len as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    let bytes = build_firmware(
-        4,
-        &AppSections {
-            entry: 0x4010_0000,
-            irom0_text: &filler,
-            rodata: &record,
-            ..AppSections::default()
-        },
-    );
-    match std::fs::write(out, &bytes) {
-        Ok(()) => {
-            println!("{}: build {id}, {} bytes", out.display(), bytes.len());
+    match relay_hil::image::write(out, &id, size) {
+        Ok(len) => {
+            println!("{}: build {id}, {len} bytes", out.display());
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("relay-hil: cannot write {}: {e}", out.display());
-            ExitCode::from(2)
-        }
+        Err(e) => fail(&e),
     }
 }
 
