@@ -351,6 +351,26 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// A run's artifacts that could not be written.
+#[derive(Debug, Error, Diagnostic)]
+pub enum ArtifactsError {
+    #[error("cannot make a run folder in {base}: {source}")]
+    Claim {
+        base: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write artifacts to {dir}: {source}")]
+    Write {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Junit {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// A benchmark that could not finish: a helper that would not start, or a relay that stopped.
 #[derive(Debug, Error, Diagnostic)]
 pub enum BenchError {

@@ -4,6 +4,7 @@
 //! [`scenario::ALL`] are the checks of the relay contract; [`run`] runs them and returns a
 //! [`report::Record`] for each.
 
+pub mod artifacts;
 pub mod banner;
 pub mod bench;
 pub mod board;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use relay_hil::artifacts::{self, Folder};
 use relay_hil::board::{Board, BoardKind, OpenOptions, Target, list_ports};
 use relay_hil::error::{HilError, UsageError, VirtualBoardError};
 use relay_hil::flash::{self, Image};
@@ -409,30 +410,6 @@ async fn dispatch(command: Command) -> ExitCode {
     }
 }
 
-/// `YYYYMMDD-HHMMSS` in UTC: the start of an artifact folder's name.
-fn run_id() -> String {
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 /// Writes a virtual-board relay image and says what it wrote.
 fn image(build_id: Option<String>, out: &std::path::Path, size: usize) -> ExitCode {
     let id = build_id.unwrap_or_else(|| relay_core::SOURCE_ID.to_owned());
@@ -470,7 +447,7 @@ async fn run(
         chosen = scenario::ALL.iter().collect();
     }
     // The run's name is when it started; its folder is claimed once there are results.
-    let stamp = run_id();
+    let stamp = artifacts::stamp(SystemTime::now());
     let mut board = match args.open_flashed(&firmware, flash_baud).await {
         Ok(b) => b,
         Err(e) => return fail(&e),
@@ -499,48 +476,28 @@ async fn run(
 
     let suite = format!("relay-hil.{}", board.kind);
     let xml = report::junit(&records, &suite);
-    // An --out folder is the caller's: written as asked, and `latest` does not follow it.
-    let (dir, base) = match out {
-        Some(dir) => (dir, None),
-        None => {
-            let base = std::env::var_os("CARGO_TARGET_DIR")
-                .map_or_else(|| PathBuf::from("target"), PathBuf::from)
-                .join("relay-hil");
-            match report::claim_run_dir(&base, &stamp, std::process::id()) {
-                Ok(dir) => (dir, Some(base)),
-                Err(e) => {
-                    eprintln!(
-                        "relay-hil: cannot make a run folder in {}: {e}",
-                        base.display()
-                    );
-                    return ExitCode::from(2);
-                }
-            }
-        }
+    let base = artifacts::default_base();
+    let folder = match &out {
+        Some(dir) => Folder::Given(dir),
+        None => Folder::New {
+            base: &base,
+            stamp: &stamp,
+        },
     };
-    if let Err(e) = report::write_artifacts(&dir, &records, board.serial.log(), &xml) {
-        eprintln!(
-            "relay-hil: cannot write artifacts to {}: {e}",
-            dir.display()
-        );
-        return ExitCode::from(2);
-    }
-    if let Some(base) = base
-        && let Err(e) = report::link_latest(&base, &dir)
+    let saved = match artifacts::save(folder, &records, board.serial.log(), &xml, junit.as_deref())
     {
+        Ok(saved) => saved,
+        Err(e) => return fail(&e),
+    };
+    if let Some(e) = saved.latest {
         // The run's own folder is whole; only the shortcut to it is stale.
         eprintln!(
             "relay-hil: warning: cannot point {} at {}: {e}",
             base.join("latest").display(),
-            dir.display()
+            saved.dir.display()
         );
     }
-    if let Some(path) = &junit {
-        if let Err(e) = std::fs::write(path, &xml) {
-            eprintln!("relay-hil: cannot write {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
-    }
+    let dir = saved.dir;
     println!(
         "artifacts: {} ({:.1}s)",
         dir.display(),
