@@ -11,10 +11,10 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use relay_hil::artifacts::{self, Folder};
 use relay_hil::board::{Board, BoardKind, OpenOptions, Target, list_ports};
-use relay_hil::error::{HilError, UsageError, VirtualBoardError};
+use relay_hil::error::{HilError, VirtualBoardError};
 use relay_hil::flash::{self, Image};
 use relay_hil::report::{self, tally};
-use relay_hil::scenario::{self, Scenario};
+use relay_hil::scenario;
 use relay_hil::select::Selection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -252,12 +252,9 @@ enum Command {
 
 impl BoardArgs {
     fn selection(&self) -> Selection {
-        let port = match self.board {
-            Some(BoardKind::Nodemcu) => self.port.clone().or(Some("auto".into())),
-            _ => self.port.clone(),
-        };
         Selection {
-            port,
+            board: self.board,
+            port: self.port.clone(),
             serial: self.serial.clone(),
             addr: self.addr.clone(),
             profile: self.profile.clone(),
@@ -265,11 +262,8 @@ impl BoardArgs {
         }
     }
 
+    /// The board to open; the virtual board is this program's `virtual-board` command.
     fn resolve(&self) -> Result<(Target, OpenOptions), HilError> {
-        if self.board == Some(BoardKind::Virtual) && (self.port.is_some() || self.serial.is_some())
-        {
-            return Err(UsageError::VirtualWithPort.into());
-        }
         let me = std::env::current_exe().map_err(VirtualBoardError::Program)?;
         self.selection().resolve((me, vec!["virtual-board".into()]))
     }
@@ -430,22 +424,10 @@ async fn run(
     junit: Option<PathBuf>,
     out: Option<PathBuf>,
 ) -> ExitCode {
-    let mut chosen: Vec<&'static Scenario> = Vec::new();
-    for name in &only {
-        match scenario::find(name) {
-            Some(s) => chosen.push(s),
-            None => {
-                let known: Vec<&str> = scenario::ALL.iter().map(|s| s.name).collect();
-                return fail(&UsageError::UnknownScenario {
-                    name: name.clone(),
-                    known: known.join(", "),
-                });
-            }
-        }
-    }
-    if chosen.is_empty() {
-        chosen = scenario::ALL.iter().collect();
-    }
+    let chosen = match relay_hil::choose(&only) {
+        Ok(chosen) => chosen,
+        Err(e) => return fail(&e),
+    };
     // The run's name is when it started; its folder is claimed once there are results.
     let stamp = artifacts::stamp(SystemTime::now());
     let mut board = match args.open_flashed(&firmware, flash_baud).await {
