@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -81,6 +81,7 @@ struct BoardArgs {
     flash_file: PathBuf,
 }
 
+/// `run`'s flashing: an image to flash first, if any.
 #[derive(Debug, Args)]
 struct FirmwareArgs {
     /// Flash this ESP8266 image first (firmware.bin from PlatformIO, or `relay-hil image`).
@@ -89,6 +90,18 @@ struct FirmwareArgs {
 
     /// Flash even when the board already runs the image's build.
     #[arg(long, requires = "firmware")]
+    force: bool,
+}
+
+/// `flash`'s image, which it cannot do without.
+#[derive(Debug, Args)]
+struct FlashImageArgs {
+    /// The ESP8266 image to flash (firmware.bin from PlatformIO, or `relay-hil image`).
+    #[arg(long, env = "RELAY_HIL_FIRMWARE", value_name = "PATH")]
+    firmware: PathBuf,
+
+    /// Flash even when the board already runs the image's build.
+    #[arg(long)]
     force: bool,
 }
 
@@ -199,7 +212,7 @@ enum Command {
         board: BoardArgs,
 
         #[command(flatten)]
-        firmware: FirmwareArgs,
+        firmware: FlashImageArgs,
 
         #[arg(
             long,
@@ -276,15 +289,21 @@ impl BoardArgs {
         board
     }
 
-    /// Opens the board, first flashing `firmware` if one is given; prints what the flash did.
-    async fn open_flashed(&self, firmware: &FirmwareArgs, baud: u32) -> Result<Board, HilError> {
-        let Some(path) = &firmware.firmware else {
+    /// Opens the board, first flashing `firmware` if one is given (`force`: even when it runs
+    /// the image's build); prints what the flash did.
+    async fn open_flashed(
+        &self,
+        firmware: Option<&Path>,
+        force: bool,
+        baud: u32,
+    ) -> Result<Board, HilError> {
+        let Some(path) = firmware else {
             return self.open().await;
         };
         // Checked before anything is opened: a bad image never reaches the board.
         let job = flash::Job {
             image: Image::load(path)?,
-            force: firmware.force,
+            force,
             baud,
             flash_file: self.flash_file.clone(),
         };
@@ -373,11 +392,10 @@ async fn dispatch(command: Command) -> ExitCode {
             firmware,
             baud,
         } => {
-            if firmware.firmware.is_none() {
-                eprintln!("relay-hil: flash needs --firmware PATH");
-                return ExitCode::from(2);
-            }
-            match board.open_flashed(&firmware, baud).await {
+            match board
+                .open_flashed(Some(&firmware.firmware), firmware.force, baud)
+                .await
+            {
                 Ok(b) => {
                     let build = b.banner.as_ref().map_or("unknown", |x| x.build.as_str());
                     println!("board: {} runs build {build}", b.serial.path.display());
@@ -430,7 +448,10 @@ async fn run(
     };
     // The run's name is when it started; its folder is claimed once there are results.
     let stamp = artifacts::stamp(SystemTime::now());
-    let mut board = match args.open_flashed(&firmware, flash_baud).await {
+    let mut board = match args
+        .open_flashed(firmware.firmware.as_deref(), firmware.force, flash_baud)
+        .await
+    {
         Ok(b) => b,
         Err(e) => return fail(&e),
     };

@@ -329,6 +329,20 @@ fn an_endless_fifo_as_firmware() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `flash` cannot do without an image: clap says so before anything starts.
+#[rstest]
+fn flash_without_firmware_is_a_usage_error() {
+    let out = relay_hil(&["flash", "--board", "virtual"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: the following required arguments were not provided:")
+            && err.contains("--firmware <PATH>"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
 /// A clap parse error: exit 2, no panic, and a first line naming the option and its range.
 fn assert_parse_error(out: &Output, option: &str, range: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
