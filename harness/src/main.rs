@@ -547,6 +547,7 @@ async fn bench(args: BoardArgs, opts: BenchArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    // `--json -`: stdout carries the JSON alone, for a pipe; the table goes to stderr.
     let to_stdout = opts.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
     if to_stdout {
         eprint!("{}", report.table());

@@ -136,7 +136,9 @@ impl Rig {
             .arg(&config)
             .arg("-P")
             .arg(dir.join("ser2net.pid"))
+            // Nothing of a helper's reaches the harness's stdout, which may carry the JSON.
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -194,6 +196,7 @@ impl Rig {
         let mut child = Command::new("socat")
             .args(args)
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
