@@ -213,7 +213,7 @@ impl Job {
     /// manages: the half-flashed report's hint.
     pub fn retry_command(&self, board: &Board) -> String {
         let mut retry = format!(
-            "relay-hil flash --force --baud {FALLBACK_BAUD} --firmware {}",
+            "relay-hil flash --force --flash-baud {FALLBACK_BAUD} --firmware {}",
             self.image.path.display()
         );
         match board.kind {

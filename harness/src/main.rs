@@ -91,6 +91,16 @@ struct FirmwareArgs {
     /// Flash even when the board already runs the image's build.
     #[arg(long, requires = "firmware")]
     force: bool,
+
+    #[arg(
+        long,
+        env = "RELAY_HIL_FLASH_BAUD",
+        value_name = "BAUD",
+        default_value_t = flash::DEFAULT_BAUD,
+        value_parser = flash::baud,
+        help = FLASH_BAUD_HELP
+    )]
+    flash_baud: u32,
 }
 
 /// `flash`'s image, which it cannot do without.
@@ -103,9 +113,19 @@ struct FlashImageArgs {
     /// Flash even when the board already runs the image's build.
     #[arg(long)]
     force: bool,
+
+    #[arg(
+        long,
+        env = "RELAY_HIL_FLASH_BAUD",
+        value_name = "BAUD",
+        default_value_t = flash::DEFAULT_BAUD,
+        value_parser = flash::baud,
+        help = FLASH_BAUD_HELP
+    )]
+    flash_baud: u32,
 }
 
-/// `--baud` (flash) and `--flash-baud` (run): one help text and one variable for both.
+/// `--flash-baud`, in `run` and `flash`.
 const FLASH_BAUD_HELP: &str = "Serial rate for flashing, from 9600 to 3000000: the ROM loader \
 takes its rate from the host's SYNC; if it does not answer, the flash falls back to 115200 \
 with a warning";
@@ -165,16 +185,6 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         only: Vec<String>,
 
-        #[arg(
-            long,
-            env = "RELAY_HIL_FLASH_BAUD",
-            value_name = "BAUD",
-            default_value_t = flash::DEFAULT_BAUD,
-            value_parser = flash::baud,
-            help = FLASH_BAUD_HELP
-        )]
-        flash_baud: u32,
-
         /// Also write the JUnit XML report here.
         #[arg(long, value_name = "PATH")]
         junit: Option<PathBuf>,
@@ -182,7 +192,7 @@ enum Command {
         /// Artifact folder [default: a new folder target/relay-hil/<YYYYMMDD-HHMMSS>-<pid>,
         /// which target/relay-hil/latest then points at].
         #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
+        artifacts_dir: Option<PathBuf>,
     },
     /// Measure the relay beside ser2net and socat: throughput both ways, round trip, and the
     /// relay on the chip's terms (a paced UART).
@@ -213,16 +223,6 @@ enum Command {
 
         #[command(flatten)]
         firmware: FlashImageArgs,
-
-        #[arg(
-            long,
-            env = "RELAY_HIL_FLASH_BAUD",
-            value_name = "BAUD",
-            default_value_t = flash::DEFAULT_BAUD,
-            value_parser = flash::baud,
-            help = FLASH_BAUD_HELP
-        )]
-        baud: u32,
     },
     /// Write a relay image for the virtual board: a firmware file in the ESP8266 Arduino core's
     /// layout (a bootloader's image at 0x0, the application at 0x1000, elf2bin's CRC) that
@@ -233,8 +233,8 @@ enum Command {
         build_id: Option<String>,
 
         /// Where to write it.
-        #[arg(short, long, value_name = "PATH")]
-        out: PathBuf,
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
 
         /// Pad the application with filler to make the file this many bytes (to 16 bytes
         /// below), as big as a real firmware (a NodeMCU relay build is about 300 KB), to
@@ -382,18 +382,17 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::Run {
             board,
             firmware,
-            flash_baud,
             only,
             junit,
-            out,
-        } => run(board, firmware, flash_baud, only, junit, out).await,
-        Command::Flash {
-            board,
-            firmware,
-            baud,
-        } => {
+            artifacts_dir,
+        } => run(board, firmware, only, junit, artifacts_dir).await,
+        Command::Flash { board, firmware } => {
             match board
-                .open_flashed(Some(&firmware.firmware), firmware.force, baud)
+                .open_flashed(
+                    Some(&firmware.firmware),
+                    firmware.force,
+                    firmware.flash_baud,
+                )
                 .await
             {
                 Ok(b) => {
@@ -406,9 +405,9 @@ async fn dispatch(command: Command) -> ExitCode {
         }
         Command::Image {
             build_id,
-            out,
+            output,
             size,
-        } => image(build_id, &out, size),
+        } => image(build_id, &output, size),
         Command::Bench { board, bench: b } => bench(board, b).await,
         Command::Scenarios => {
             for s in scenario::ALL {
@@ -423,11 +422,11 @@ async fn dispatch(command: Command) -> ExitCode {
 }
 
 /// Writes a virtual-board relay image and says what it wrote.
-fn image(build_id: Option<String>, out: &std::path::Path, size: usize) -> ExitCode {
+fn image(build_id: Option<String>, output: &Path, size: usize) -> ExitCode {
     let id = build_id.unwrap_or_else(|| relay_core::SOURCE_ID.to_owned());
-    match relay_hil::image::write(out, &id, size) {
+    match relay_hil::image::write(output, &id, size) {
         Ok(len) => {
-            println!("{}: build {id}, {len} bytes", out.display());
+            println!("{}: build {id}, {len} bytes", output.display());
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
@@ -437,10 +436,9 @@ fn image(build_id: Option<String>, out: &std::path::Path, size: usize) -> ExitCo
 async fn run(
     args: BoardArgs,
     firmware: FirmwareArgs,
-    flash_baud: u32,
     only: Vec<String>,
     junit: Option<PathBuf>,
-    out: Option<PathBuf>,
+    artifacts_dir: Option<PathBuf>,
 ) -> ExitCode {
     let chosen = match relay_hil::choose(&only) {
         Ok(chosen) => chosen,
@@ -449,7 +447,11 @@ async fn run(
     // The run's name is when it started; its folder is claimed once there are results.
     let stamp = artifacts::stamp(SystemTime::now());
     let mut board = match args
-        .open_flashed(firmware.firmware.as_deref(), firmware.force, flash_baud)
+        .open_flashed(
+            firmware.firmware.as_deref(),
+            firmware.force,
+            firmware.flash_baud,
+        )
         .await
     {
         Ok(b) => b,
@@ -480,7 +482,7 @@ async fn run(
     let suite = format!("relay-hil.{}", board.kind);
     let xml = report::junit(&records, &suite);
     let base = artifacts::default_base();
-    let folder = match &out {
+    let folder = match &artifacts_dir {
         Some(dir) => Folder::Given(dir),
         None => Folder::New {
             base: &base,

@@ -36,7 +36,7 @@ fn run_with_no_options_runs_everything_on_the_virtual_board() {
     let junit = out_dir.join("extra-junit.xml");
     let out = relay_hil(&[
         "run",
-        "--out",
+        "--artifacts-dir",
         out_dir.to_str().unwrap(),
         "--junit",
         junit.to_str().unwrap(),
@@ -124,7 +124,7 @@ fn run_against_a_relay_named_by_hand() {
         ready["tcp"].as_str().unwrap(),
         "--profile",
         profile.to_str().unwrap(),
-        "--out",
+        "--artifacts-dir",
         dir.join("out").to_str().unwrap(),
     ]);
     let _ = relay.kill();
@@ -189,7 +189,7 @@ fn run_with_a_profile_file_outside_the_fixtures() {
         "capacity",
         "--profile",
         profile.to_str().unwrap(),
-        "--out",
+        "--artifacts-dir",
         dir.join("out").to_str().unwrap(),
     ]);
     assert_passed(&out, &["capacity"]);

@@ -274,7 +274,7 @@ fn run_with_firmware_flashes_then_passes_every_scenario() {
         image.to_str().unwrap(),
         "--flash-file",
         dir.join("board.flash").to_str().unwrap(),
-        "--out",
+        "--artifacts-dir",
         dir.join("artifacts").to_str().unwrap(),
     ]);
     let text = printed(&out);
@@ -314,7 +314,7 @@ async fn a_flash_job_writes_then_skips_and_leaves_the_board_ready() {
         assert_eq!(
             job.retry_command(&board),
             format!(
-                "relay-hil flash --force --baud 115200 --firmware {} --board virtual --flash-file {}",
+                "relay-hil flash --force --flash-baud 115200 --firmware {} --board virtual --flash-file {}",
                 image.display(),
                 flash_file.display()
             )
