@@ -285,9 +285,8 @@ pub enum FlashError {
     },
     #[error("the virtual board on {path} refused to write its flash: {source}")]
     #[diagnostic(help(
-        "the virtual board writes only a flash file: give it one with --flash-file PATH \
-         (`relay-hil flash --board virtual` passes it to the board as --flash); its log says the \
-         same"
+        "the virtual board writes only a flash file: give it one with --flash-file PATH (the \
+         harness passes it on to the board); its log says the same"
     ))]
     Refused { path: PathBuf, source: LoaderError },
     #[error("flashed build {flashed}, but the board boots build {booted}")]

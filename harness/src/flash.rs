@@ -201,7 +201,7 @@ impl Job {
                         source,
                     })?;
                 }
-                opts.virtual_args = vec!["--flash".into(), path.display().to_string()];
+                opts.virtual_args = vec!["--flash-file".into(), path.display().to_string()];
             }
             Target::Port { .. } => {}
             Target::Endpoint { .. } => return Err(FlashError::NotFlashable.into()),

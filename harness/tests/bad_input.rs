@@ -130,7 +130,7 @@ async fn a_board_that_never_prints_a_banner_times_out_in_bounded_time() {
         program: BIN.into(),
         args: vec![
             "virtual-board".into(),
-            "--flash".into(),
+            "--flash-file".into(),
             flash.to_str().unwrap().into(),
         ],
     };
@@ -246,8 +246,8 @@ fn assert_bounded_refusal(tag: &str, args: &[&str], needle: &str) {
     "relay-hil: --flash-file /dev/zero: not a regular file"
 )]
 #[case::virtual_board_flash(
-    &["virtual-board", "--flash", "/dev/zero"],
-    "virtual-board: --flash /dev/zero: not a regular file"
+    &["virtual-board", "--flash-file", "/dev/zero"],
+    "virtual-board: --flash-file /dev/zero: not a regular file"
 )]
 #[case::virtual_board_profile(
     &["virtual-board", "-p", "/dev/zero"],
@@ -282,8 +282,8 @@ fn dev_zero_anywhere_a_file_is_read(#[case] args: &[&str], #[case] needle: &str)
 #[case::virtual_board_flash(
     "big.flash",
     (16 << 20) + 1,
-    &["virtual-board", "--flash", "FILE"],
-    "--flash FILE: 16777217 bytes, more than 16 MiB"
+    &["virtual-board", "--flash-file", "FILE"],
+    "--flash-file FILE: 16777217 bytes, more than 16 MiB"
 )]
 fn a_file_one_byte_past_its_bound(
     #[case] name: &str,

@@ -351,9 +351,9 @@ async fn virtual_board(flash_file: Option<&Path>) -> (Board, Duration) {
     let (target, mut opts) = Selection::default()
         .resolve((PathBuf::from(common::BIN), vec!["virtual-board".into()]))
         .unwrap();
-    assert!(opts.virtual_args.is_empty(), "no --flash unless given");
+    assert!(opts.virtual_args.is_empty(), "no --flash-file unless given");
     if let Some(f) = flash_file {
-        opts.virtual_args = vec!["--flash".into(), f.display().to_string()];
+        opts.virtual_args = vec!["--flash-file".into(), f.display().to_string()];
     }
     let board = Board::attach(&target, &opts).await.unwrap();
     (board, opts.banner_timeout)

@@ -77,9 +77,9 @@ pub struct Cli {
     /// erased 4 MiB flash). At every boot the ROM checks the image in it: only a valid image
     /// carrying a relay build id runs the relay. Without this option the relay is built in.
     #[arg(long, value_name = "PATH")]
-    flash: Option<PathBuf>,
+    flash_file: Option<PathBuf>,
 
-    /// Build id of the built-in relay (without --flash) [default: the id build_id.py gives
+    /// Build id of the built-in relay (without --flash-file) [default: the id build_id.py gives
     /// the firmware's sources].
     #[arg(long)]
     build_id: Option<String>,
@@ -136,10 +136,10 @@ where
         eprintln!("virtual-board: {e}");
         return ExitCode::from(2);
     }
-    if let Some(path) = &cli.flash
+    if let Some(path) = &cli.flash_file
         && let Err(e) = crate::board::check_flash_file(path)
     {
-        eprintln!("virtual-board: --flash {}: {e}", path.display());
+        eprintln!("virtual-board: --flash-file {}: {e}", path.display());
         return ExitCode::from(2);
     }
     if cli.baud == Some(0) {
@@ -164,7 +164,7 @@ where
         control_port: cli.control_port,
         rfc2217_port: cli.rfc2217_port,
         link: cli.link,
-        flash: cli.flash,
+        flash: cli.flash_file,
         parent,
         build_id: cli.build_id,
         wifi,
