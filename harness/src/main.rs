@@ -29,11 +29,18 @@ struct Cli {
     command: Command,
 
     /// More logging on stderr (-v: debug, -vv: trace). RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(
+        short,
+        long,
+        global = true,
+        action = clap::ArgAction::Count,
+        help_heading = "Logging"
+    )]
     verbose: u8,
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Board")]
 struct BoardArgs {
     /// Which kind of board; --port and --serial choose one by themselves.
     #[arg(long, env = "RELAY_HIL_BOARD", value_name = "KIND")]
@@ -57,7 +64,7 @@ struct BoardArgs {
     addr: Option<String>,
 
     /// Board profile: a name in fixtures/boards or a .toml path [default: nodemcu-v2].
-    #[arg(short, long, env = "RELAY_HIL_PROFILE", value_name = "NAME|PATH")]
+    #[arg(short, long, env = "RELAY_HIL_PROFILE", value_name = "NAME|FILE")]
     profile: Option<String>,
 
     /// Seconds to wait for the banner after a reset, at most a day [default: 30 for a NodeMCU,
@@ -75,7 +82,7 @@ struct BoardArgs {
     #[arg(
         long,
         env = "RELAY_HIL_FLASH_FILE",
-        value_name = "PATH",
+        value_name = "FILE",
         default_value = "target/relay-hil/virtual-board.flash"
     )]
     flash_file: PathBuf,
@@ -83,9 +90,10 @@ struct BoardArgs {
 
 /// `run`'s flashing: an image to flash first, if any.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Flashing")]
 struct FirmwareArgs {
     /// Flash this ESP8266 image first (firmware.bin from PlatformIO, or `relay-hil image`).
-    #[arg(long, env = "RELAY_HIL_FIRMWARE", value_name = "PATH")]
+    #[arg(long, env = "RELAY_HIL_FIRMWARE", value_name = "FILE")]
     firmware: Option<PathBuf>,
 
     /// Flash even when the board already runs the image's build.
@@ -105,9 +113,10 @@ struct FirmwareArgs {
 
 /// `flash`'s image, which it cannot do without.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Flashing")]
 struct FlashImageArgs {
     /// The ESP8266 image to flash (firmware.bin from PlatformIO, or `relay-hil image`).
-    #[arg(long, env = "RELAY_HIL_FIRMWARE", value_name = "PATH")]
+    #[arg(long, env = "RELAY_HIL_FIRMWARE", value_name = "FILE")]
     firmware: PathBuf,
 
     /// Flash even when the board already runs the image's build.
@@ -131,6 +140,7 @@ takes its rate from the host's SYNC; if it does not answer, the flash falls back
 with a warning";
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Benchmark")]
 struct BenchArgs {
     /// Also measure ser2net 4 as Debian ships it (ser2net-default) and tuned (ser2net-tuned:
     /// chardelay false, 64 KiB buffers; the reference of the ratios), and socat (one client,
@@ -156,19 +166,19 @@ struct BenchArgs {
     #[arg(
         long,
         env = "RELAY_HIL_BENCH_BAUD",
-        value_name = "RATE",
+        value_name = "BAUD",
         value_delimiter = ','
     )]
     baud: Vec<u32>,
-
-    /// Write every figure as JSON to PATH (`-`: stdout, and the table goes to stderr).
-    #[arg(long, value_name = "PATH")]
-    json: Option<PathBuf>,
 
     /// A tiny run, once and with short windows, that only checks that every measurement
     /// works (what CI runs); overrides --reps.
     #[arg(long)]
     smoke: bool,
+
+    /// Write every figure as JSON to FILE (`-`: stdout, and the table goes to stderr).
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,16 +192,16 @@ enum Command {
         firmware: FirmwareArgs,
 
         /// Run only this scenario (repeatable). `relay-hil scenarios` lists them.
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", help_heading = "Scenarios")]
         only: Vec<String>,
 
         /// Also write the JUnit XML report here.
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "FILE", help_heading = "Output")]
         junit: Option<PathBuf>,
 
         /// Artifact folder [default: a new folder target/relay-hil/<YYYYMMDD-HHMMSS>-<pid>,
         /// which target/relay-hil/latest then points at].
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", help_heading = "Output")]
         artifacts_dir: Option<PathBuf>,
     },
     /// Measure the relay beside ser2net and socat: throughput both ways, round trip, and the
@@ -229,18 +239,24 @@ enum Command {
     /// carries a build id and no code (a NodeMCU would not run it).
     Image {
         /// Build id to carry [default: the digest of the core's sources].
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", help_heading = "Image")]
         build_id: Option<String>,
 
         /// Where to write it.
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", help_heading = "Output")]
         output: PathBuf,
 
         /// Pad the application with filler to make the file this many bytes (to 16 bytes
         /// below), as big as a real firmware (a NodeMCU relay build is about 300 KB), to
         /// measure flashing; at most 16 MiB, the largest flash. The smallest file is a little
         /// over 4 KiB: the application starts at 0x1000.
-        #[arg(long, value_name = "BYTES", default_value_t = 0, value_parser = relay_hil::image::size)]
+        #[arg(
+            long,
+            value_name = "BYTES",
+            default_value_t = 0,
+            value_parser = relay_hil::image::size,
+            help_heading = "Image"
+        )]
         size: usize,
     },
     /// List the scenarios.

@@ -337,7 +337,7 @@ fn flash_without_firmware_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.starts_with("error: the following required arguments were not provided:")
-            && err.contains("--firmware <PATH>"),
+            && err.contains("--firmware <FILE>"),
         "{err}"
     );
     assert!(out.stdout.is_empty());
