@@ -15,7 +15,9 @@ use relay_core::text::{BANNER_PREFIX, Banner, Boot, Counters};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::error::{HilError, Result};
+use crate::error::{
+    BoardError, ConnectError, ControlError, Result, Unreachable, VirtualBoardError,
+};
 use crate::select::MAX_WAIT;
 use crate::serial::{Serial, VirtualPort, open_tty};
 
@@ -24,6 +26,9 @@ pub const USB_IDS: [(u16, u16, &str); 2] = [(0x10c4, 0xea60, "CP210x"), (0x1a86,
 
 /// How long EN is held low for a reset; the ESP8266 needs well under this.
 const RESET_PULSE: Duration = Duration::from_millis(100);
+
+/// How long a virtual board may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which board to run against.
 #[derive(Clone, Debug)]
@@ -39,9 +44,37 @@ pub enum Target {
     Endpoint { serial: PathBuf, addr: String },
 }
 
+/// The kind of board: what the harness may do with it (start it, reset it, find it on USB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BoardKind {
+    /// The virtual board (the default when no port is named).
+    Virtual,
+    /// A NodeMCU on USB: the one --port names, or the one found.
+    Nodemcu,
+    /// Any relay named by its serial port and TCP address (--serial, --addr); never reset.
+    #[value(skip)]
+    Endpoint,
+}
+
+impl BoardKind {
+    /// Its name in reports and suite names: `virtual`, `nodemcu`, `endpoint`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BoardKind::Virtual => "virtual",
+            BoardKind::Nodemcu => "nodemcu",
+            BoardKind::Endpoint => "endpoint",
+        }
+    }
+}
+
+impl std::fmt::Display for BoardKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 pub struct Board {
-    /// `virtual`, `nodemcu` or `endpoint`, for reports.
-    pub kind: &'static str,
+    pub kind: BoardKind,
     pub profile: Profile,
     pub serial: Serial,
     pub tcp: SocketAddr,
@@ -90,7 +123,7 @@ impl Board {
     /// Opens the board and waits for its banner: ready for scenarios.
     pub async fn open(target: &Target, opts: &OpenOptions) -> Result<Board> {
         let mut board = Board::attach(target, opts).await?;
-        if board.kind != "endpoint" {
+        if board.kind != BoardKind::Endpoint {
             board.ready(opts.banner_timeout).await?;
         }
         Ok(board)
@@ -106,14 +139,20 @@ impl Board {
                     None => find_nodemcu()?,
                 };
                 let serial = Serial::new(&path, open_tty(&path, opts.profile.uart.baud)?)?;
-                Ok(Board::new("nodemcu", serial, opts, None, addr.clone()))
+                Ok(Board::new(
+                    BoardKind::Nodemcu,
+                    serial,
+                    opts,
+                    None,
+                    addr.clone(),
+                ))
             }
             Target::Endpoint { serial, addr } => open_endpoint(serial, addr, opts).await,
         }
     }
 
     fn new(
-        kind: &'static str,
+        kind: BoardKind,
         serial: Serial,
         opts: &OpenOptions,
         process: Option<Stopper>,
@@ -138,7 +177,7 @@ impl Board {
     /// network from it.
     pub async fn ready(&mut self, timeout: Duration) -> Result<Banner> {
         let banner = self.reset(timeout).await?;
-        if self.kind == "nodemcu" {
+        if self.kind == BoardKind::Nodemcu {
             self.tcp = match &self.addr {
                 Some(a) => resolve(a)?,
                 None => resolve(&format!("{}:{}", banner.ip, banner.port))?,
@@ -156,7 +195,7 @@ impl Board {
         self.serial.set_lines(false, true)?;
         tokio::time::sleep(RESET_PULSE).await;
         self.serial.discard_input();
-        self.serial.set_lines(false, false)
+        Ok(self.serial.set_lines(false, false)?)
     }
 
     /// The next line before `deadline` that contains `prefix`, from the prefix on.
@@ -193,7 +232,7 @@ impl Board {
     pub async fn reset(&mut self, timeout: Duration) -> Result<Banner> {
         self.pulse_reset().await?;
         let deadline = deadline_after(timeout);
-        let no_banner = |path: PathBuf| HilError::NoBanner {
+        let no_banner = |path: PathBuf| BoardError::NoBanner {
             path,
             waited: timeout,
         };
@@ -202,15 +241,16 @@ impl Board {
                 .line_with(&[BOOT_PREFIX, BANNER_PREFIX], deadline)
                 .await?
             else {
-                return Err(no_banner(self.serial.path.clone()));
+                return Err(no_banner(self.serial.path.clone()).into());
             };
             if line.starts_with(BOOT_PREFIX) {
                 let boot = Boot::parse(&line)?;
                 match (&self.wifi, &boot.wifi) {
                     (None, None) => {
-                        return Err(HilError::NoCredentials {
+                        return Err(BoardError::NoCredentials {
                             path: self.serial.path.clone(),
-                        });
+                        }
+                        .into());
                     }
                     (Some(w), stored) if stored.as_deref() != Some(w.digest().as_str()) => {
                         let w = w.clone();
@@ -233,15 +273,17 @@ impl Board {
         self.serial.write_all(wifi.request().as_bytes()).await?;
         match self.line_with(&[REPLY_PREFIX], deadline).await? {
             Some(reply) if reply.starts_with("relay provision ok ") => Ok(()),
-            Some(reply) => Err(HilError::Provision {
+            Some(reply) => Err(BoardError::Provision {
                 reason: reply
                     .trim_end()
                     .trim_start_matches("relay provision error ")
                     .to_owned(),
-            }),
-            None => Err(HilError::Provision {
+            }
+            .into()),
+            None => Err(BoardError::Provision {
                 reason: "no reply before the banner timeout".into(),
-            }),
+            }
+            .into()),
         }
     }
 
@@ -254,14 +296,10 @@ impl Board {
         };
         let reply = tokio::task::spawn_blocking(move || VirtualPort::command(control, "counters"))
             .await
-            .map_err(|e| HilError::Control {
+            .map_err(|source| ControlError::Task {
                 addr: control,
-                reason: e.to_string(),
-            })?
-            .map_err(|reason| HilError::Control {
-                addr: control,
-                reason,
-            })?;
+                source,
+            })??;
         let line = reply
             .lines()
             .find(|l| l.starts_with("counters"))
@@ -302,21 +340,18 @@ fn deadline_after(wait: Duration) -> Instant {
     Instant::now() + wait.min(MAX_WAIT)
 }
 
-fn resolve(addr: &str) -> Result<SocketAddr> {
+fn resolve(addr: &str) -> Result<SocketAddr, ConnectError> {
+    let err = |why| ConnectError {
+        addr: addr.to_owned(),
+        why,
+    };
     addr.to_socket_addrs()
-        .map_err(|e| HilError::Connect {
-            addr: addr.to_owned(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| err(e.into()))?
         .next()
-        .ok_or_else(|| HilError::Connect {
-            addr: addr.to_owned(),
-            reason: "no address".into(),
-        })
+        .ok_or_else(|| err(Unreachable::NoAddress))
 }
 
 async fn attach_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> Result<Board> {
-    let fail = |reason: String| HilError::VirtualBoard { reason };
     let mut child = Command::new(program)
         .args(args)
         .args(&opts.virtual_args)
@@ -331,15 +366,18 @@ async fn attach_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> 
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| fail(format!("cannot run {}: {e}", program.display())))?;
+        .map_err(|source| VirtualBoardError::Spawn {
+            program: program.to_owned(),
+            source,
+        })?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut child = Stopper(child);
     let mut line = String::new();
     let mut stdout = BufReader::new(stdout);
-    let read = tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line));
+    let read = tokio::time::timeout(READY_TIMEOUT, stdout.read_line(&mut line));
     match read.await {
-        Err(_) => return Err(fail("no ready line within 30 s".into())),
-        Ok(Err(e)) => return Err(fail(e.to_string())),
+        Err(_) => return Err(VirtualBoardError::NotReady(READY_TIMEOUT).into()),
+        Ok(Err(e)) => return Err(VirtualBoardError::Read(e).into()),
         Ok(Ok(0)) => {
             let status = child
                 .0
@@ -347,15 +385,18 @@ async fn attach_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> 
                 .await
                 .map(|s| s.to_string())
                 .unwrap_or_default();
-            return Err(fail(format!("it exited ({status}) before it was ready")));
+            return Err(VirtualBoardError::Exited { status }.into());
         }
         Ok(Ok(_)) => {}
     }
-    let ready: virtual_board::Ready = serde_json::from_str(&line)
-        .map_err(|e| fail(format!("unreadable ready line `{}`: {e}", line.trim())))?;
+    let ready: virtual_board::Ready =
+        serde_json::from_str(&line).map_err(|source| VirtualBoardError::ReadyLine {
+            line: line.trim().to_owned(),
+            source,
+        })?;
     let port = VirtualPort::open(&ready.serial, ready.baud, ready.control)?;
     let serial = Serial::new(&ready.serial, port)?;
-    let mut board = Board::new("virtual", serial, opts, Some(child), None);
+    let mut board = Board::new(BoardKind::Virtual, serial, opts, Some(child), None);
     board.tcp = ready.tcp;
     board.status = ready.status;
     board.control = Some(ready.control);
@@ -363,7 +404,7 @@ async fn attach_virtual(program: &Path, args: &[String], opts: &OpenOptions) -> 
 }
 
 /// Fails fast, naming the address, when nothing answers there.
-async fn probe(addr: SocketAddr) -> Result<()> {
+async fn probe(addr: SocketAddr) -> Result<(), ConnectError> {
     crate::net::Client::connect("probe".into(), addr, None)
         .await
         .map(drop)
@@ -371,7 +412,13 @@ async fn probe(addr: SocketAddr) -> Result<()> {
 
 async fn open_endpoint(serial_path: &Path, addr: &str, opts: &OpenOptions) -> Result<Board> {
     let serial = Serial::new(serial_path, open_tty(serial_path, opts.profile.uart.baud)?)?;
-    let mut board = Board::new("endpoint", serial, opts, None, Some(addr.to_owned()));
+    let mut board = Board::new(
+        BoardKind::Endpoint,
+        serial,
+        opts,
+        None,
+        Some(addr.to_owned()),
+    );
     board.tcp = resolve(addr)?;
     let p = &opts.profile;
     board.status = (p.capabilities.status && p.net.status_port != 0)
@@ -440,15 +487,16 @@ pub fn find_nodemcu() -> Result<PathBuf> {
         .filter(|p| p.bridge.is_some())
         .collect();
     match found.as_slice() {
-        [] => Err(HilError::NoBoardFound),
+        [] => Err(BoardError::NoneFound.into()),
         [one] => Ok(one.by_id.clone().unwrap_or_else(|| one.path.clone())),
-        many => Err(HilError::ManyBoards {
+        many => Err(BoardError::Many {
             count: many.len(),
             ports: many
                 .iter()
                 .map(|p| p.path.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-        }),
+        }
+        .into()),
     }
 }

@@ -18,8 +18,8 @@ use espflash::interface::Interface;
 use espflash::targets::Chip;
 use serialport::UsbPortInfo;
 
-use crate::board::Board;
-use crate::error::{HilError, Result};
+use crate::board::{Board, BoardKind, OpenOptions, Target};
+use crate::error::{BadImage, FlashError, ImageError, LoaderError, Result};
 
 /// How long to wait for a boot line before taking the board's firmware as unknown.
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -38,6 +38,14 @@ pub const MIN_BAUD: u32 = 9_600;
 /// The highest rate the ESP8266 core offers for uploads (boards.txt, nodemcuv2.menu.baud).
 pub const MAX_BAUD: u32 = 3_000_000;
 
+/// `--flash-baud`: a rate a USB-serial bridge and the ROM's autobaud can meet.
+pub fn baud(text: &str) -> std::result::Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(b) if (MIN_BAUD..=MAX_BAUD).contains(&b) => Ok(b),
+        _ => Err(format!("must be a baud rate from {MIN_BAUD} to {MAX_BAUD}")),
+    }
+}
+
 /// A relay image, checked before any board is touched.
 #[derive(Clone, Debug)]
 pub struct Image {
@@ -52,30 +60,25 @@ impl Image {
     /// an application at 0x1000 (whole header and segments), the length and CRC elf2bin stored
     /// in such a firmware, which `ESP.checkFlashCRC()` checks (cores/esp8266/Esp.cpp:466-480),
     /// the size the header declares, and a relay build id.
-    pub fn load(path: &Path) -> Result<Image> {
-        let bad = |reason: String| HilError::BadImage {
+    pub fn load(path: &Path) -> Result<Image, ImageError> {
+        let bad = |why: BadImage| ImageError {
             path: path.to_owned(),
-            reason,
+            why,
         };
         let bytes = nodemcu::bounded::read(path, nodemcu::image::FLASH_MAX).map_err(|e| {
             use nodemcu::bounded::ReadError;
             match e {
-                ReadError::Io(e) => bad(e.to_string()),
-                too_big => bad(format!("{too_big}, the largest ESP8266 flash")),
+                ReadError::Io(e) => bad(BadImage::Unreadable(e)),
+                too_big => bad(BadImage::TooBig(too_big)),
             }
         })?;
-        let fw = nodemcu::image::parse_firmware(&bytes).map_err(|e| bad(e.to_string()))?;
+        let fw = nodemcu::image::parse_firmware(&bytes).map_err(|e| bad(e.into()))?;
         // The file as elf2bin wrote it: on the chip, the CRC covers the flash from 0x0 for the
         // length it stored.
-        fw.check_file_crc().map_err(|e| bad(e.to_string()))?;
+        fw.check_file_crc().map_err(|e| bad(e.into()))?;
         fw.fits(fw.boot.flash_size)
-            .map_err(|e| bad(format!("{e} it declares")))?;
-        let build_id = fw.build_id().ok_or_else(|| {
-            bad(
-                "it carries no relay build id (`relay-build-id:`), so it is not a relay image"
-                    .into(),
-            )
-        })?;
+            .map_err(|e| bad(BadImage::PastDeclaredFlash(e)))?;
+        let build_id = fw.build_id().ok_or_else(|| bad(BadImage::NoBuildId))?;
         Ok(Image {
             path: path.to_owned(),
             build_id,
@@ -165,6 +168,93 @@ impl<P: Progress> ProgressCallbacks for Callbacks<P> {
     }
 }
 
+/// A flash to do: a checked image and how to write it, from the board's port to its banner.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub image: Image,
+    /// Write even when the board already runs the image's build.
+    pub force: bool,
+    /// The rate to try first; [`FALLBACK_BAUD`] follows if it fails.
+    pub baud: u32,
+    /// The virtual board's flash, a file kept between runs (a NodeMCU has its own).
+    pub flash_file: PathBuf,
+}
+
+impl Job {
+    /// Opens `target`'s port for flashing, without resetting it. A virtual board is started
+    /// with [`Job::flash_file`] as its flash, checked as the board would check it and its
+    /// folder made; a relay named by its serial port and address cannot be flashed.
+    pub async fn attach(&self, target: &Target, opts: &OpenOptions) -> Result<Board> {
+        let mut opts = opts.clone();
+        match target {
+            Target::Virtual { .. } => {
+                let path = &self.flash_file;
+                virtual_board::board::check_flash_file(path).map_err(|reason| {
+                    FlashError::FlashFile {
+                        path: path.clone(),
+                        reason,
+                    }
+                })?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|source| FlashError::FlashFileDir {
+                        path: dir.to_owned(),
+                        source,
+                    })?;
+                }
+                opts.virtual_args = vec!["--flash-file".into(), path.display().to_string()];
+            }
+            Target::Port { .. } => {}
+            Target::Endpoint { .. } => return Err(FlashError::NotFlashable.into()),
+        }
+        Board::attach(target, &opts).await
+    }
+
+    /// The command that flashes `board` again whatever it runs, at the rate every board
+    /// manages: the half-flashed report's hint.
+    pub fn retry_command(&self, board: &Board) -> String {
+        let mut retry = format!(
+            "relay-hil flash --force --flash-baud {FALLBACK_BAUD} --firmware {}",
+            self.image.path.display()
+        );
+        match board.kind {
+            BoardKind::Virtual => {
+                retry += &format!(
+                    " --board virtual --flash-file {}",
+                    self.flash_file.display()
+                );
+            }
+            BoardKind::Nodemcu => retry += &format!(" --port {}", board.serial.path.display()),
+            BoardKind::Endpoint => {}
+        }
+        retry
+    }
+
+    /// Flashes `board` as [`flash`] does, then makes it ready for scenarios whether it was
+    /// written or skipped.
+    pub async fn run(
+        &self,
+        board: &mut Board,
+        banner_timeout: Duration,
+        progress: impl Progress,
+    ) -> Result<Flashed> {
+        let retry = self.retry_command(board);
+        let done = flash(
+            board,
+            &self.image,
+            self.force,
+            self.baud,
+            banner_timeout,
+            progress,
+            &retry,
+        )
+        .await?;
+        if matches!(done, Flashed::Skipped { .. }) {
+            board.ready(banner_timeout).await?;
+        }
+        Ok(done)
+    }
+}
+
 /// Flashes `image` at `baud` unless the board already runs its build (or `force`), then makes
 /// the board ready ([`Board::ready`]): its banner must show the new build id. A loader that
 /// does not answer at `baud`, or a write that breaks off there, is tried again from the start at
@@ -193,22 +283,24 @@ pub async fn flash(
     let uart_baud = board.profile.uart.baud;
     let mut rate = baud;
     // A write that broke off at the first rate: its blocks, and why.
-    let mut broke_off: Option<(usize, String)> = None;
+    let mut broke_off: Option<(usize, LoaderError)> = None;
     let (outcome, mut written, elapsed) = loop {
         let (outcome, written, elapsed, p) = attempt(board, image, rate, progress).await?;
         progress = p;
         if rate == FALLBACK_BAUD {
             break (outcome, written, elapsed);
         }
-        match &outcome {
-            Err(Failure::Midway(why)) => broke_off = Some((written, why.clone())),
-            Err(Failure::Untouched(_)) => {}
-            _ => break (outcome, written, elapsed),
-        }
-        if let Err(Failure::Untouched(why) | Failure::Midway(why)) = &outcome {
-            tracing::warn!(
+        match outcome {
+            Err(Failure::Midway(why)) => {
+                tracing::warn!(
+                    "flashing at {rate} baud failed ({why}); trying again at {FALLBACK_BAUD} baud"
+                );
+                broke_off = Some((written, why));
+            }
+            Err(Failure::Untouched(why)) => tracing::warn!(
                 "flashing at {rate} baud failed ({why}); trying again at {FALLBACK_BAUD} baud"
-            );
+            ),
+            outcome => break (outcome, written, elapsed),
         }
         rate = FALLBACK_BAUD;
     };
@@ -218,42 +310,47 @@ pub async fn flash(
     let outcome = match (outcome, broke_off) {
         (Err(Failure::Untouched(again)), Some((blocks, why))) => {
             written = blocks;
-            Err(Failure::Midway(format!(
-                "{why}; at {FALLBACK_BAUD} baud: {again}"
-            )))
+            Err(Failure::Midway(LoaderError::Retried {
+                first: Box::new(why),
+                baud: FALLBACK_BAUD,
+                source: Box::new(again),
+            }))
         }
         (outcome, _) => outcome,
     };
     let chip = match outcome {
         Ok(chip) => chip,
-        Err(Failure::Untouched(reason)) => return Err(HilError::Loader { path, reason }),
-        Err(Failure::WrongChip(found)) => return Err(HilError::WrongChip { path, found }),
-        Err(Failure::TooBig(reason)) => {
-            return Err(HilError::BadImage {
+        Err(Failure::Untouched(source)) => return Err(FlashError::Loader { path, source }.into()),
+        Err(Failure::WrongChip(found)) => return Err(FlashError::WrongChip { path, found }.into()),
+        Err(Failure::TooBig { bytes, flash }) => {
+            return Err(ImageError {
                 path: image.path.clone(),
-                reason,
-            });
+                why: BadImage::PastBoardFlash { bytes, flash },
+            }
+            .into());
         }
         // Without a flash file the virtual board's loader refuses to write: nothing was erased.
-        Err(Failure::Refused(reason)) if board.kind == "virtual" => {
-            return Err(HilError::FlashRefused { path, reason });
+        Err(Failure::Refused(source)) if board.kind == BoardKind::Virtual => {
+            return Err(FlashError::Refused { path, source }.into());
         }
-        Err(Failure::Midway(reason) | Failure::Refused(reason)) => {
-            return Err(HilError::HalfFlashed {
+        Err(Failure::Midway(source) | Failure::Refused(source)) => {
+            return Err(FlashError::HalfFlashed {
                 path,
                 blocks: written,
                 total: image.bytes.len().div_ceil(BLOCK),
-                reason,
+                source,
                 retry: retry.to_owned(),
-            });
+            }
+            .into());
         }
     };
     let banner = board.ready(banner_timeout).await?;
     if banner.build != image.build_id {
-        return Err(HilError::WrongBuild {
+        return Err(FlashError::WrongBuild {
             flashed: image.build_id.clone(),
             booted: banner.build,
-        });
+        }
+        .into());
     }
     Ok(Flashed::Written {
         bytes: image.bytes.len(),
@@ -284,9 +381,9 @@ async fn attempt<P: Progress>(
         (outcome, callbacks)
     })
     .await
-    .map_err(|e| HilError::Loader {
+    .map_err(|e| FlashError::Loader {
         path: path.clone(),
-        reason: format!("the flashing thread failed: {e}"),
+        source: LoaderError::Thread(e),
     })?;
     let elapsed = start.elapsed();
     board.serial.reclaim()?;
@@ -303,26 +400,16 @@ const BLOCK: usize = 0x400;
 
 enum Failure {
     /// Nothing was written: the board is as it was.
-    Untouched(String),
+    Untouched(LoaderError),
+    /// The chip the loader names.
     WrongChip(String),
-    TooBig(String),
+    /// The image's bytes, past the flash the loader reports.
+    TooBig { bytes: usize, flash: usize },
     /// The write began (the ROM erases first): the board's flash is no longer whole.
-    Midway(String),
+    Midway(LoaderError),
     /// The loader answered FLASH_BEGIN with an error. On a NodeMCU its erase failed, maybe
     /// halfway; the virtual board refuses before erasing when it has no flash file.
-    Refused(String),
-}
-
-/// An error with its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    Refused(LoaderError),
 }
 
 fn write(
@@ -332,7 +419,7 @@ fn write(
     callbacks: &mut dyn ProgressCallbacks,
 ) -> std::result::Result<String, Failure> {
     port.set_baud_rate(baud)
-        .map_err(|e| Failure::Untouched(format!("cannot set the port to {baud} baud: {e}")))?;
+        .map_err(|source| Failure::Untouched(LoaderError::Baud { baud, source }))?;
     // A CP2102's ids: anything but the USB-JTAG bridge gets the classic auto-reset sequence.
     let usb = UsbPortInfo {
         vid: 0x10c4,
@@ -343,18 +430,14 @@ fn write(
     };
     let interface = Interface { serial_port: port };
     // The ESP8266's ROM has no flasher stub to load in espflash 2.1: write through the ROM.
-    let mut flasher = Flasher::connect(interface, usb, None, false).map_err(|e| {
-        Failure::Untouched(format!(
-            "the ROM loader did not answer at {baud} baud: {}",
-            chain(&e)
-        ))
-    })?;
+    let mut flasher = Flasher::connect(interface, usb, None, false)
+        .map_err(|source| Failure::Untouched(LoaderError::NoAnswer { baud, source }))?;
     if flasher.chip() != Chip::Esp8266 {
         return Err(Failure::WrongChip(flasher.chip().to_string()));
     }
     let info = flasher
         .device_info()
-        .map_err(|e| Failure::Untouched(format!("reading the chip's details: {}", chain(&e))))?;
+        .map_err(|source| Failure::Untouched(LoaderError::DeviceInfo { source }))?;
     let flash = info
         .flash_size
         .encode_flash_size(Chip::Esp8266)
@@ -362,22 +445,22 @@ fn write(
         .and_then(nodemcu::image::flash_size)
         .unwrap_or(4 << 20);
     if bytes.len() > flash {
-        return Err(Failure::TooBig(format!(
-            "the image is {} bytes, bigger than the board's {flash}-byte flash",
-            bytes.len()
-        )));
+        return Err(Failure::TooBig {
+            bytes: bytes.len(),
+            flash,
+        });
     }
     flasher
         .write_bin_to_flash(0, bytes, Some(callbacks))
-        .map_err(|e| match &e {
+        .map_err(|source| match &source {
             espflash::error::Error::RomError(rom)
                 if rom
                     .to_string()
                     .contains(&CommandType::FlashBegin.to_string()) =>
             {
-                Failure::Refused(chain(&e))
+                Failure::Refused(LoaderError::Write { source })
             }
-            _ => Failure::Midway(chain(&e)),
+            _ => Failure::Midway(LoaderError::Write { source }),
         })?;
     Ok(format!(
         "{} ({} MHz crystal, {} KiB flash, MAC {})",
@@ -386,4 +469,80 @@ fn write(
         flash / 1024,
         info.mac_address
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use nodemcu::profile::Profile;
+
+    use super::*;
+    use crate::error::HilError;
+
+    fn job(flash_file: &str) -> Job {
+        Job {
+            image: Image {
+                path: "relay.bin".into(),
+                bytes: Vec::new(),
+                build_id: "x".into(),
+            },
+            force: false,
+            baud: DEFAULT_BAUD,
+            flash_file: flash_file.into(),
+        }
+    }
+
+    fn opts() -> OpenOptions {
+        OpenOptions {
+            profile: Profile::load(nodemcu::profile::DEFAULT_PROFILE).unwrap(),
+            banner_timeout: Duration::from_secs(1),
+            wifi: None,
+            virtual_args: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_flashing_rate_is_one_the_rom_and_a_bridge_can_meet() {
+        assert_eq!(baud("921600"), Ok(921_600));
+        assert_eq!(baud("9600"), Ok(MIN_BAUD));
+        assert_eq!(baud("3000000"), Ok(MAX_BAUD));
+        for bad in ["9599", "3000001", "0", "fast"] {
+            assert!(
+                baud(bad).unwrap_err().contains("from 9600 to 3000000"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_relay_named_by_hand_cannot_be_flashed() {
+        let target = Target::Endpoint {
+            serial: "/dev/null".into(),
+            addr: "127.0.0.1:1".into(),
+        };
+        let err = job("unused").attach(&target, &opts()).await.err().unwrap();
+        assert!(
+            matches!(err, HilError::Flash(FlashError::NotFlashable)),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flash_file_the_board_cannot_hold_is_refused_before_it_starts() {
+        let target = Target::Virtual {
+            program: "/nonexistent/virtual-board".into(),
+            args: Vec::new(),
+        };
+        let err = job("/dev/zero")
+            .attach(&target, &opts())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("--flash-file /dev/zero: not a regular file"),
+            "{err}"
+        );
+    }
 }

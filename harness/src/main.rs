@@ -3,17 +3,18 @@
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use relay_hil::board::{Board, OpenOptions, Target, list_ports};
-use relay_hil::error::HilError;
-use relay_hil::flash::{self, Flashed, Image};
+use relay_hil::artifacts::{self, Folder};
+use relay_hil::board::{Board, BoardKind, OpenOptions, Target, list_ports};
+use relay_hil::error::{HilError, VirtualBoardError};
+use relay_hil::flash::{self, Image};
 use relay_hil::report::{self, tally};
-use relay_hil::scenario::{self, Scenario};
+use relay_hil::scenario;
 use relay_hil::select::Selection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -28,19 +29,18 @@ struct Cli {
     command: Command,
 
     /// More logging on stderr (-v: debug, -vv: trace). RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(
+        short,
+        long,
+        global = true,
+        action = clap::ArgAction::Count,
+        help_heading = "Logging"
+    )]
     verbose: u8,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum BoardKind {
-    /// The virtual board (the default when no port is named).
-    Virtual,
-    /// A NodeMCU on USB: the one --port names, or the one found.
-    Nodemcu,
-}
-
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Board")]
 struct BoardArgs {
     /// Which kind of board; --port and --serial choose one by themselves.
     #[arg(long, env = "RELAY_HIL_BOARD", value_name = "KIND")]
@@ -64,7 +64,7 @@ struct BoardArgs {
     addr: Option<String>,
 
     /// Board profile: a shipped one (fixtures/boards, built in) or a .toml path [default: nodemcu-v2].
-    #[arg(short, long, env = "RELAY_HIL_PROFILE", value_name = "NAME|PATH")]
+    #[arg(short, long, env = "RELAY_HIL_PROFILE", value_name = "NAME|FILE")]
     profile: Option<String>,
 
     /// Seconds to wait for the banner after a reset, at most a day [default: 30 for a NodeMCU,
@@ -82,29 +82,65 @@ struct BoardArgs {
     #[arg(
         long,
         env = "RELAY_HIL_FLASH_FILE",
-        value_name = "PATH",
+        value_name = "FILE",
         default_value = "target/relay-hil/virtual-board.flash"
     )]
     flash_file: PathBuf,
 }
 
+/// `run`'s flashing: an image to flash first, if any.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Flashing")]
 struct FirmwareArgs {
     /// Flash this ESP8266 image first (firmware.bin from PlatformIO, or `relay-hil image`).
-    #[arg(long, env = "RELAY_HIL_FIRMWARE", value_name = "PATH")]
+    #[arg(long, env = "RELAY_HIL_FIRMWARE", value_name = "FILE")]
     firmware: Option<PathBuf>,
 
     /// Flash even when the board already runs the image's build.
     #[arg(long, requires = "firmware")]
     force: bool,
+
+    #[arg(
+        long,
+        env = "RELAY_HIL_FLASH_BAUD",
+        value_name = "BAUD",
+        default_value_t = flash::DEFAULT_BAUD,
+        value_parser = flash::baud,
+        help = FLASH_BAUD_HELP
+    )]
+    flash_baud: u32,
 }
 
-/// `--baud` (flash) and `--flash-baud` (run): one help text and one variable for both.
+/// `flash`'s image, which it cannot do without.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Flashing")]
+struct FlashImageArgs {
+    /// The ESP8266 image to flash (firmware.bin from PlatformIO, or `relay-hil image`).
+    #[arg(long, env = "RELAY_HIL_FIRMWARE", value_name = "FILE")]
+    firmware: PathBuf,
+
+    /// Flash even when the board already runs the image's build.
+    #[arg(long)]
+    force: bool,
+
+    #[arg(
+        long,
+        env = "RELAY_HIL_FLASH_BAUD",
+        value_name = "BAUD",
+        default_value_t = flash::DEFAULT_BAUD,
+        value_parser = flash::baud,
+        help = FLASH_BAUD_HELP
+    )]
+    flash_baud: u32,
+}
+
+/// `--flash-baud`, in `run` and `flash`.
 const FLASH_BAUD_HELP: &str = "Serial rate for flashing, from 9600 to 3000000: the ROM loader \
 takes its rate from the host's SYNC; if it does not answer, the flash falls back to 115200 \
 with a warning";
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Benchmark")]
 struct BenchArgs {
     /// Also measure ser2net 4 as Debian ships it (ser2net-default) and tuned (ser2net-tuned:
     /// chardelay false, 64 KiB buffers; the reference of the ratios), and socat (one client,
@@ -130,19 +166,19 @@ struct BenchArgs {
     #[arg(
         long,
         env = "RELAY_HIL_BENCH_BAUD",
-        value_name = "RATE",
+        value_name = "BAUD",
         value_delimiter = ','
     )]
     baud: Vec<u32>,
-
-    /// Write every figure as JSON to PATH (`-`: stdout, and the table goes to stderr).
-    #[arg(long, value_name = "PATH")]
-    json: Option<PathBuf>,
 
     /// A tiny run, once and with short windows, that only checks that every measurement
     /// works (what CI runs); overrides --reps.
     #[arg(long)]
     smoke: bool,
+
+    /// Write every figure as JSON to FILE (`-`: stdout, and the table goes to stderr).
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,27 +192,17 @@ enum Command {
         firmware: FirmwareArgs,
 
         /// Run only this scenario (repeatable). `relay-hil scenarios` lists them.
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", help_heading = "Scenarios")]
         only: Vec<String>,
 
-        #[arg(
-            long,
-            env = "RELAY_HIL_FLASH_BAUD",
-            value_name = "BAUD",
-            default_value_t = flash::DEFAULT_BAUD,
-            value_parser = flash_baud,
-            help = FLASH_BAUD_HELP
-        )]
-        flash_baud: u32,
-
         /// Also write the JUnit XML report here.
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "FILE", help_heading = "Output")]
         junit: Option<PathBuf>,
 
         /// Artifact folder [default: a new folder target/relay-hil/<YYYYMMDD-HHMMSS>-<pid>,
         /// which target/relay-hil/latest then points at].
-        #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
+        #[arg(long, value_name = "DIR", help_heading = "Output")]
+        artifacts_dir: Option<PathBuf>,
     },
     /// Measure the relay beside ser2net and socat: throughput both ways, round trip, and the
     /// relay on the chip's terms (a paced UART).
@@ -206,35 +232,31 @@ enum Command {
         board: BoardArgs,
 
         #[command(flatten)]
-        firmware: FirmwareArgs,
-
-        #[arg(
-            long,
-            env = "RELAY_HIL_FLASH_BAUD",
-            value_name = "BAUD",
-            default_value_t = flash::DEFAULT_BAUD,
-            value_parser = flash_baud,
-            help = FLASH_BAUD_HELP
-        )]
-        baud: u32,
+        firmware: FlashImageArgs,
     },
     /// Write a relay image for the virtual board: a firmware file in the ESP8266 Arduino core's
     /// layout (a bootloader's image at 0x0, the application at 0x1000, elf2bin's CRC) that
     /// carries a build id and no code (a NodeMCU would not run it).
     Image {
         /// Build id to carry [default: the digest of the core's sources].
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", help_heading = "Image")]
         build_id: Option<String>,
 
         /// Where to write it.
-        #[arg(short, long, value_name = "PATH")]
-        out: PathBuf,
+        #[arg(short, long, value_name = "FILE", help_heading = "Output")]
+        output: PathBuf,
 
         /// Pad the application with filler to make the file this many bytes (to 16 bytes
         /// below), as big as a real firmware (a NodeMCU relay build is about 300 KB), to
         /// measure flashing; at most 16 MiB, the largest flash. The smallest file is a little
         /// over 4 KiB: the application starts at 0x1000.
-        #[arg(long, value_name = "BYTES", default_value_t = 0, value_parser = image_bytes)]
+        #[arg(
+            long,
+            value_name = "BYTES",
+            default_value_t = 0,
+            value_parser = relay_hil::image::size,
+            help_heading = "Image"
+        )]
         size: usize,
     },
     /// List the scenarios.
@@ -259,12 +281,9 @@ enum Command {
 
 impl BoardArgs {
     fn selection(&self) -> Selection {
-        let port = match self.board {
-            Some(BoardKind::Nodemcu) => self.port.clone().or(Some("auto".into())),
-            _ => self.port.clone(),
-        };
         Selection {
-            port,
+            board: self.board,
+            port: self.port.clone(),
             serial: self.serial.clone(),
             addr: self.addr.clone(),
             profile: self.profile.clone(),
@@ -272,18 +291,9 @@ impl BoardArgs {
         }
     }
 
+    /// The board to open; the virtual board is this program's `virtual-board` command.
     fn resolve(&self) -> Result<(Target, OpenOptions), HilError> {
-        if self.board == Some(BoardKind::Virtual) && (self.port.is_some() || self.serial.is_some())
-        {
-            return Err(HilError::Usage {
-                reason: "--board virtual excludes --port (RELAY_HIL_PORT) and --serial \
-                         (RELAY_HIL_SERIAL)"
-                    .into(),
-            });
-        }
-        let me = std::env::current_exe().map_err(|e| HilError::VirtualBoard {
-            reason: e.to_string(),
-        })?;
+        let me = std::env::current_exe().map_err(VirtualBoardError::Program)?;
         self.selection().resolve((me, vec!["virtual-board".into()]))
     }
 
@@ -295,73 +305,39 @@ impl BoardArgs {
         board
     }
 
-    /// Opens the board, first flashing `firmware` if one is given; prints what the flash did.
-    async fn open_flashed(&self, firmware: &FirmwareArgs, baud: u32) -> Result<Board, HilError> {
-        let Some(path) = &firmware.firmware else {
+    /// Opens the board, first flashing `firmware` if one is given (`force`: even when it runs
+    /// the image's build); prints what the flash did.
+    async fn open_flashed(
+        &self,
+        firmware: Option<&Path>,
+        force: bool,
+        baud: u32,
+    ) -> Result<Board, HilError> {
+        let Some(path) = firmware else {
             return self.open().await;
         };
         // Checked before anything is opened: a bad image never reaches the board.
-        let image = Image::load(path)?;
-        let (target, mut opts) = self.resolve()?;
-        let mut retry = format!(
-            "relay-hil flash --force --baud {} --firmware {}",
-            flash::FALLBACK_BAUD,
-            path.display()
-        );
-        match &target {
-            Target::Virtual { .. } => {
-                virtual_board::board::check_flash_file(&self.flash_file).map_err(|e| {
-                    HilError::Usage {
-                        reason: format!("--flash-file {}: {e}", self.flash_file.display()),
-                    }
-                })?;
-                if let Some(dir) = self.flash_file.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| HilError::Usage {
-                        reason: format!("cannot create {}: {e}", dir.display()),
-                    })?;
-                }
-                opts.virtual_args = vec!["--flash".into(), self.flash_file.display().to_string()];
-                retry += &format!(
-                    " --board virtual --flash-file {}",
-                    self.flash_file.display()
-                );
-            }
-            Target::Port { .. } => {}
-            Target::Endpoint { .. } => {
-                return Err(HilError::Usage {
-                    reason: "--firmware needs a NodeMCU (--port) or the virtual board".into(),
-                });
-            }
-        }
-        let mut board = Board::attach(&target, &opts).await?;
-        if board.kind == "nodemcu" {
-            retry += &format!(" --port {}", board.serial.path.display());
-        }
+        let job = flash::Job {
+            image: Image::load(path)?,
+            force,
+            baud,
+            flash_file: self.flash_file.clone(),
+        };
+        let (target, opts) = self.resolve()?;
+        let mut board = job.attach(&target, &opts).await?;
         eprintln!(
             "flashing {} (build {}, {} bytes) to {}",
             path.display(),
-            image.build_id,
-            image.bytes.len(),
+            job.image.build_id,
+            job.image.bytes.len(),
             board.serial.path.display()
         );
         let bar = ProgressBar::new(0).with_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} blocks {elapsed} (ETA {eta})")
                 .expect("a valid template"),
         );
-        let done = flash::flash(
-            &mut board,
-            &image,
-            firmware.force,
-            baud,
-            opts.banner_timeout,
-            bar,
-            &retry,
-        )
-        .await?;
+        let done = job.run(&mut board, opts.banner_timeout, bar).await?;
         eprintln!("{}", done.summary());
-        if matches!(done, Flashed::Skipped { .. }) {
-            board.ready(opts.banner_timeout).await?;
-        }
         Ok(board)
     }
 }
@@ -372,8 +348,12 @@ fn spinner(msg: String) -> ProgressBar {
     p
 }
 
-fn fail(e: &HilError) -> ExitCode {
-    eprintln!("relay-hil: {e}\n  hint: {}", e.hint());
+/// Prints the one-line diagnosis and its hint; exit 2: the board or the options cannot be used.
+fn fail(e: &dyn miette::Diagnostic) -> ExitCode {
+    eprintln!("relay-hil: {e}");
+    if let Some(hint) = e.help() {
+        eprintln!("  hint: {hint}");
+    }
     ExitCode::from(2)
 }
 
@@ -418,21 +398,19 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::Run {
             board,
             firmware,
-            flash_baud,
             only,
             junit,
-            out,
-        } => run(board, firmware, flash_baud, only, junit, out).await,
-        Command::Flash {
-            board,
-            firmware,
-            baud,
-        } => {
-            if firmware.firmware.is_none() {
-                eprintln!("relay-hil: flash needs --firmware PATH");
-                return ExitCode::from(2);
-            }
-            match board.open_flashed(&firmware, baud).await {
+            artifacts_dir,
+        } => run(board, firmware, only, junit, artifacts_dir).await,
+        Command::Flash { board, firmware } => {
+            match board
+                .open_flashed(
+                    Some(&firmware.firmware),
+                    firmware.force,
+                    firmware.flash_baud,
+                )
+                .await
+            {
                 Ok(b) => {
                     let build = b.banner.as_ref().map_or("unknown", |x| x.build.as_str());
                     println!("board: {} runs build {build}", b.serial.path.display());
@@ -443,9 +421,9 @@ async fn dispatch(command: Command) -> ExitCode {
         }
         Command::Image {
             build_id,
-            out,
+            output,
             size,
-        } => image(build_id, &out, size),
+        } => image(build_id, &output, size),
         Command::Bench { board, bench: b } => bench(board, b).await,
         Command::Scenarios => {
             for s in scenario::ALL {
@@ -459,123 +437,39 @@ async fn dispatch(command: Command) -> ExitCode {
     }
 }
 
-/// `--baud`, `--flash-baud`: rates a USB-serial bridge and the ROM's autobaud can meet.
-fn flash_baud(text: &str) -> Result<u32, String> {
-    match text.parse::<u32>() {
-        Ok(b) if (flash::MIN_BAUD..=flash::MAX_BAUD).contains(&b) => Ok(b),
-        _ => Err(format!(
-            "must be a baud rate from {} to {}",
-            flash::MIN_BAUD,
-            flash::MAX_BAUD
-        )),
-    }
-}
-
-/// `YYYYMMDD-HHMMSS` in UTC: the start of an artifact folder's name.
-fn run_id() -> String {
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// `relay-hil image --size`: at most the largest flash, so the file is one any board can hold.
-fn image_bytes(text: &str) -> Result<usize, String> {
-    use nodemcu::{bounded::Size, image::FLASH_MAX};
-    match text.parse::<u64>() {
-        Ok(n) if n <= FLASH_MAX => Ok(n as usize),
-        _ => Err(format!(
-            "must be a number of bytes from 0 to {FLASH_MAX} ({}, the largest ESP8266 flash)",
-            Size(FLASH_MAX)
-        )),
-    }
-}
-
-/// Writes a virtual-board relay image: a firmware file in the ESP8266 Arduino core's layout
-/// ([`nodemcu::image::build_firmware`]), the build id record in the application's `.rodata`.
-fn image(build_id: Option<String>, out: &std::path::Path, size: usize) -> ExitCode {
-    use nodemcu::image::{APP_START, AppSections, build_firmware, build_id_record};
+/// Writes a virtual-board relay image and says what it wrote.
+fn image(build_id: Option<String>, output: &Path, size: usize) -> ExitCode {
     let id = build_id.unwrap_or_else(|| relay_core::SOURCE_ID.to_owned());
-    let record = build_id_record(&id);
-    if nodemcu::image::find_build_id(&record).as_deref() != Some(id.as_str()) {
-        eprintln!("relay-hil: build id `{id}` must be 1 to 40 letters, digits, `.`, `_` or `-`");
-        return ExitCode::from(2);
-    }
-    // What the file takes besides the filler: the bootloader and its padding, the application's
-    // header, five segment headers, the CRC words and the record.
-    let fixed = APP_START + 8 + 5 * 8 + 8 + record.len();
-    // The application ends with its checksum byte on a 16-byte boundary: filler up to one byte
-    // short of the last boundary within `size` keeps the file within `size`.
-    let filler_len = (size / 16 * 16).saturating_sub(fixed + 1);
-    // Filler that varies like code does, so SLIP escaping costs what it would.
-    let filler: Vec<u8> = (0..filler_len as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    let bytes = build_firmware(
-        4,
-        &AppSections {
-            entry: 0x4010_0000,
-            irom0_text: &filler,
-            rodata: &record,
-            ..AppSections::default()
-        },
-    );
-    match std::fs::write(out, &bytes) {
-        Ok(()) => {
-            println!("{}: build {id}, {} bytes", out.display(), bytes.len());
+    match relay_hil::image::write(output, &id, size) {
+        Ok(len) => {
+            println!("{}: build {id}, {len} bytes", output.display());
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("relay-hil: cannot write {}: {e}", out.display());
-            ExitCode::from(2)
-        }
+        Err(e) => fail(&e),
     }
 }
 
 async fn run(
     args: BoardArgs,
     firmware: FirmwareArgs,
-    flash_baud: u32,
     only: Vec<String>,
     junit: Option<PathBuf>,
-    out: Option<PathBuf>,
+    artifacts_dir: Option<PathBuf>,
 ) -> ExitCode {
-    let mut chosen: Vec<&'static Scenario> = Vec::new();
-    for name in &only {
-        match scenario::find(name) {
-            Some(s) => chosen.push(s),
-            None => {
-                let known: Vec<&str> = scenario::ALL.iter().map(|s| s.name).collect();
-                eprintln!(
-                    "relay-hil: unknown scenario `{name}`\n  hint: the scenarios are {}",
-                    known.join(", ")
-                );
-                return ExitCode::from(2);
-            }
-        }
-    }
-    if chosen.is_empty() {
-        chosen = scenario::ALL.iter().collect();
-    }
+    let chosen = match relay_hil::choose(&only) {
+        Ok(chosen) => chosen,
+        Err(e) => return fail(&e),
+    };
     // The run's name is when it started; its folder is claimed once there are results.
-    let stamp = run_id();
-    let mut board = match args.open_flashed(&firmware, flash_baud).await {
+    let stamp = artifacts::stamp(SystemTime::now());
+    let mut board = match args
+        .open_flashed(
+            firmware.firmware.as_deref(),
+            firmware.force,
+            firmware.flash_baud,
+        )
+        .await
+    {
         Ok(b) => b,
         Err(e) => return fail(&e),
     };
@@ -603,48 +497,28 @@ async fn run(
 
     let suite = format!("relay-hil.{}", board.kind);
     let xml = report::junit(&records, &suite);
-    // An --out folder is the caller's: written as asked, and `latest` does not follow it.
-    let (dir, base) = match out {
-        Some(dir) => (dir, None),
-        None => {
-            let base = std::env::var_os("CARGO_TARGET_DIR")
-                .map_or_else(|| PathBuf::from("target"), PathBuf::from)
-                .join("relay-hil");
-            match report::claim_run_dir(&base, &stamp, std::process::id()) {
-                Ok(dir) => (dir, Some(base)),
-                Err(e) => {
-                    eprintln!(
-                        "relay-hil: cannot make a run folder in {}: {e}",
-                        base.display()
-                    );
-                    return ExitCode::from(2);
-                }
-            }
-        }
+    let base = artifacts::default_base();
+    let folder = match &artifacts_dir {
+        Some(dir) => Folder::Given(dir),
+        None => Folder::New {
+            base: &base,
+            stamp: &stamp,
+        },
     };
-    if let Err(e) = report::write_artifacts(&dir, &records, board.serial.log(), &xml) {
-        eprintln!(
-            "relay-hil: cannot write artifacts to {}: {e}",
-            dir.display()
-        );
-        return ExitCode::from(2);
-    }
-    if let Some(base) = base
-        && let Err(e) = report::link_latest(&base, &dir)
+    let saved = match artifacts::save(folder, &records, board.serial.log(), &xml, junit.as_deref())
     {
+        Ok(saved) => saved,
+        Err(e) => return fail(&e),
+    };
+    if let Some(e) = saved.latest {
         // The run's own folder is whole; only the shortcut to it is stale.
         eprintln!(
             "relay-hil: warning: cannot point {} at {}: {e}",
             base.join("latest").display(),
-            dir.display()
+            saved.dir.display()
         );
     }
-    if let Some(path) = &junit {
-        if let Err(e) = std::fs::write(path, &xml) {
-            eprintln!("relay-hil: cannot write {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
-    }
+    let dir = saved.dir;
     println!(
         "artifacts: {} ({:.1}s)",
         dir.display(),
@@ -658,153 +532,28 @@ async fn run(
     }
 }
 
-/// The default rates of the chip-terms figures on the virtual board.
-const BENCH_BAUDS: [u32; 3] = [115_200, 921_600, 3_000_000];
-
-/// The paced boards the chip-terms figures need, checked before anything starts: each rate
-/// with the profile that runs `profile`'s relay at it. `Err` is the one line to print.
-fn bench_rates(
-    target: &Target,
-    profile: &nodemcu::profile::Profile,
-    asked: &[u32],
-) -> Result<Vec<(u32, nodemcu::profile::Profile)>, String> {
-    use nodemcu::profile::{Profile, known_profiles};
-    match target {
-        Target::Virtual { .. } => {}
-        Target::Port { .. } => {
-            let own = profile.uart.baud;
-            return match asked {
-                [] => Ok(vec![(own, profile.clone())]),
-                [rate] if *rate == own => Ok(vec![(own, profile.clone())]),
-                _ => Err(format!(
-                    "--baud: a NodeMCU is measured at its own rate, uart.baud {own} of profile {}",
-                    profile.name
-                )),
-            };
-        }
-        Target::Endpoint { .. } if asked.is_empty() => return Ok(Vec::new()),
-        Target::Endpoint { .. } => {
-            return Err("--baud needs the virtual board or a NodeMCU".into());
-        }
-    }
-    // The profile itself first, then the shipped ones whose relay keeps the same contract (their
-    // queues may be sized for their rate).
-    let mut same: Vec<Profile> = vec![profile.clone()];
-    same.extend(
-        known_profiles()
-            .iter()
-            .filter_map(|n| Profile::load(n).ok())
-            .filter(|p| p.relay.same_contract(&profile.relay) && p.name != profile.name),
-    );
-    let rates = if asked.is_empty() {
-        &BENCH_BAUDS[..]
-    } else {
-        asked
-    };
-    let mut out = Vec::new();
-    for &rate in rates {
-        match same.iter().find(|p| p.uart.baud == rate) {
-            Some(p) if !out.iter().any(|(r, _)| *r == rate) => out.push((rate, p.clone())),
-            Some(_) => {}
-            None => {
-                let mut have: Vec<u32> = same.iter().map(|p| p.uart.baud).collect();
-                have.sort_unstable();
-                have.dedup();
-                let have: Vec<String> = have.iter().map(u32::to_string).collect();
-                return Err(format!(
-                    "--baud {rate}: no board profile runs {}'s relay at {rate} baud; the rates \
-                     that exist: {}",
-                    profile.name,
-                    have.join(", ")
-                ));
-            }
-        }
-    }
-    Ok(out)
-}
-
 async fn bench(args: BoardArgs, opts: BenchArgs) -> ExitCode {
-    use relay_hil::bench::{self, ChipRig, Machine, Plan, Rig};
+    use relay_hil::bench::{self, Machine, Plan};
     let plan = if opts.smoke {
         Plan::smoke()
     } else {
         Plan::full(opts.reps as usize)
     };
-    let (mut target, open) = match args.resolve() {
+    let (target, open) = match args.resolve() {
         Ok(x) => x,
         Err(e) => return fail(&e),
     };
-    let rates = match bench_rates(&target, &open.profile, &opts.baud) {
+    let rates = match bench::setup::rates(&target, &open.profile, &opts.baud) {
         Ok(r) => r,
-        Err(line) => {
-            eprintln!("relay-hil: {line}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(&e),
     };
     let spinner = spinner("starting".into());
     let result: Result<bench::Report, HilError> = async {
-        let me = std::env::current_exe().map_err(|e| HilError::VirtualBoard {
-            reason: e.to_string(),
-        })?;
-        // The relay's throughput is the relay's, not a modelled line's or WiFi's.
-        const FAST: [&str; 3] = ["--no-pace", "--rtt-ms", "0"];
-        if let Target::Virtual { args, .. } = &mut target {
-            args.extend(FAST.map(String::from));
-        }
-        spinner.set_message(format!("opening the board ({})", open.profile.name));
-        let board = Board::open(&target, &open).await?;
-        let setup = match board.kind {
-            "virtual" => format!(
-                "virtual-board {} -p {}; the harness opens its pty",
-                FAST.join(" "),
-                open.profile.name
-            ),
-            "nodemcu" => format!(
-                "a NodeMCU on {} at {} baud, profile {}",
-                board.serial.path.display(),
-                open.profile.uart.baud,
-                open.profile.name
-            ),
-            _ => format!(
-                "{} and {}, profile {}",
-                board.serial.path.display(),
-                board.tcp,
-                open.profile.name
-            ),
-        };
-        let real = board.kind == "nodemcu";
-        let mut rigs = vec![Rig::board("relay".into(), setup, board, real)];
-        if opts.with_ser2net {
-            spinner.set_message("starting ser2net and socat");
-            rigs.push(Rig::ser2net(false).await?);
-            rigs.push(Rig::ser2net(true).await?);
-            rigs.push(Rig::socat().await?);
-        }
-        let mut chip = Vec::new();
-        for (baud, profile) in rates {
-            if real {
-                chip.push(ChipRig {
-                    baud,
-                    profile: profile.name.clone(),
-                    rig: None,
-                });
-                continue;
-            }
-            spinner.set_message(format!("opening a paced board ({})", profile.name));
-            let sel = Selection {
-                profile: Some(profile.origin()),
-                ..Selection::default()
-            };
-            let (t, o) =
-                sel.resolve((me.clone(), vec!["virtual-board".into(), "--pace".into()]))?;
-            let board = Board::open(&t, &o).await?;
-            let setup = format!("virtual-board --pace -p {}", profile.name);
-            chip.push(ChipRig {
-                baud,
-                profile: profile.name.clone(),
-                rig: Some(Rig::board(format!("relay-{baud}"), setup, board, true)),
-            });
-        }
+        let (mut rigs, mut chip) =
+            bench::setup::rigs(target, &open, rates, opts.with_ser2net, |msg| {
+                spinner.set_message(msg.to_owned())
+            })
+            .await?;
         bench::run(&mut rigs, &mut chip, &plan, Machine::here(), |msg| {
             spinner.set_message(msg.to_owned())
         })
@@ -816,6 +565,7 @@ async fn bench(args: BoardArgs, opts: BenchArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    // `--json -`: stdout carries the JSON alone, for a pipe; the table goes to stderr.
     let to_stdout = opts.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
     if to_stdout {
         eprint!("{}", report.table());

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::error::{HilError, Result};
+use crate::error::{ConnectError, Unreachable};
 
 /// How long a connect may take before the relay counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,30 +33,28 @@ impl Client {
         name: String,
         addr: SocketAddr,
         recv_buf: Option<usize>,
-    ) -> Result<Client> {
-        let err = |reason: String| HilError::Connect {
+    ) -> Result<Client, ConnectError> {
+        let err = |why: Unreachable| ConnectError {
             addr: addr.to_string(),
-            reason,
+            why,
         };
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()
         } else {
             tokio::net::TcpSocket::new_v6()
         }
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(e.into()))?;
         if let Some(n) = recv_buf {
             socket
                 .set_recv_buffer_size(n as u32)
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(|e| err(e.into()))?;
         }
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
-            Err(_) => return Err(err(format!("no answer within {CONNECT_TIMEOUT:?}"))),
+            Err(_) => return Err(err(Unreachable::Timeout(CONNECT_TIMEOUT))),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(err(
-                    "connection refused (nothing listens on that port)".into()
-                ));
+                return Err(err(Unreachable::Refused(e)));
             }
-            Ok(Err(e)) => return Err(err(e.to_string())),
+            Ok(Err(e)) => return Err(err(e.into())),
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);

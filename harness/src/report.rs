@@ -1,7 +1,6 @@
-//! Run results: the table people read, the JUnit XML that CI systems read, and artifacts.
+//! Run results: the table people read and the JUnit XML that CI systems read.
 
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::scenario::Outcome;
@@ -120,70 +119,6 @@ pub fn junit(records: &[Record], suite: &str) -> String {
     out
 }
 
-/// Writes every transcript, the serial log and the JUnit file under `dir`.
-pub fn write_artifacts(
-    dir: &Path,
-    records: &[Record],
-    serial_log: &[u8],
-    junit_xml: &str,
-) -> std::io::Result<()> {
-    let transcripts = dir.join("transcripts");
-    std::fs::create_dir_all(&transcripts)?;
-    for r in records {
-        let mut text = r.transcript.render();
-        match &r.outcome {
-            Outcome::Fail(why) => _ = writeln!(text, "FAILED: {why}"),
-            Outcome::Skip(why) => _ = writeln!(text, "skipped: {why}"),
-            Outcome::Pass => {}
-        }
-        std::fs::write(transcripts.join(format!("{}.txt", r.scenario)), text)?;
-    }
-    std::fs::write(dir.join("serial.log"), serial_log)?;
-    std::fs::write(dir.join("junit.xml"), junit_xml)
-}
-
-/// Claims a new artifact folder under `base` for one run: `<stamp>-<pid>`, or `<stamp>-<pid>-2`,
-/// `-3`... when that exists. `create_dir` fails on an existing folder, so two runs can never both
-/// own one, whatever their stamps and process ids.
-pub fn claim_run_dir(base: &Path, stamp: &str, pid: u32) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(base)?;
-    let name = format!("{stamp}-{pid}");
-    // Bounded: a thousand folders of one process in one second means something else is wrong.
-    for n in 1..=1000 {
-        let dir = match n {
-            1 => base.join(&name),
-            n => base.join(format!("{name}-{n}")),
-        };
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AlreadyExists,
-        format!("{name} and 999 numbered folders after it already exist"),
-    ))
-}
-
-/// Points `base/latest` at `dir`, a folder in `base`, with a relative link (the tree can move).
-/// The link is made under a name of its own and renamed over `latest`, which replaces it
-/// atomically: a reader never finds `latest` missing or half made, and of two runs ending at
-/// once the later rename wins.
-pub fn link_latest(base: &Path, dir: &Path) -> std::io::Result<()> {
-    let name = dir.file_name().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "a run folder has a name")
-    })?;
-    let mut temp = std::ffi::OsString::from(".latest-");
-    temp.push(name);
-    let temp = base.join(temp);
-    let _ = std::fs::remove_file(&temp);
-    std::os::unix::fs::symlink(name, &temp)?;
-    std::fs::rename(&temp, base.join("latest")).inspect_err(|_| {
-        let _ = std::fs::remove_file(&temp);
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,52 +175,5 @@ mod tests {
             x.contains(r"c1 -&gt; &quot;&lt;&amp;&gt;\x01\n&quot;"),
             "{x}"
         );
-    }
-}
-
-#[cfg(test)]
-mod run_dirs {
-    use super::*;
-
-    fn base(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("relay-hil-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
-
-    #[test]
-    fn runs_with_the_same_stamp_and_pid_each_get_a_folder() {
-        let base = base("claim");
-        // Claimed from eight threads at once: every folder is someone's, and only one's.
-        let mut dirs: Vec<PathBuf> = std::thread::scope(|s| {
-            let claims: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| claim_run_dir(&base, "20260101-000000", 42).unwrap()))
-                .collect();
-            claims.into_iter().map(|c| c.join().unwrap()).collect()
-        });
-        dirs.sort();
-        dirs.dedup();
-        assert_eq!(dirs.len(), 8, "{dirs:?}");
-        assert!(dirs.contains(&base.join("20260101-000000-42")));
-        assert!(dirs.contains(&base.join("20260101-000000-42-8")));
-        std::fs::remove_dir_all(&base).unwrap();
-    }
-
-    #[test]
-    fn latest_follows_the_last_run_linked_and_leaves_nothing_behind() {
-        let base = base("latest");
-        let first = claim_run_dir(&base, "20260101-000000", 1).unwrap();
-        let second = claim_run_dir(&base, "20260101-000000", 2).unwrap();
-        link_latest(&base, &first).unwrap();
-        link_latest(&base, &second).unwrap();
-        let link = std::fs::read_link(base.join("latest")).unwrap();
-        assert_eq!(link, Path::new("20260101-000000-2"), "relative to base");
-        let mut names: Vec<String> = std::fs::read_dir(&base)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["20260101-000000-1", "20260101-000000-2", "latest"]);
-        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use nodemcu::profile::{DEFAULT_PROFILE, Profile};
 use relay_core::provision::Wifi;
 
-use crate::board::{OpenOptions, Target};
-use crate::error::{HilError, Result};
+use crate::board::{BoardKind, OpenOptions, Target};
+use crate::error::{Result, UsageError};
 
 /// The environment variables, each the same as the flag of the same name.
 pub const ENV_PORT: &str = "RELAY_HIL_PORT";
@@ -38,6 +38,9 @@ pub fn wait_secs(text: &str) -> std::result::Result<u64, String> {
 /// What the user asked for, before anything is opened.
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
+    /// The kind asked for by name (`--board`): a NodeMCU with no port is the one on USB, and
+    /// the virtual board takes no port. `None`, or `Endpoint`: the paths below decide.
+    pub board: Option<BoardKind>,
     /// A real NodeMCU: a port path, or `auto` to find the one on USB.
     pub port: Option<String>,
     /// Any relay: its serial path (with `addr`).
@@ -54,13 +57,16 @@ impl Selection {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let banner_timeout = match var(ENV_BANNER_TIMEOUT) {
             None => None,
-            Some(v) => Some(Duration::from_secs(wait_secs(&v).map_err(|e| {
-                HilError::Usage {
-                    reason: format!("{ENV_BANNER_TIMEOUT}={v}: {e}"),
+            Some(v) => Some(Duration::from_secs(wait_secs(&v).map_err(|why| {
+                UsageError::Variable {
+                    var: ENV_BANNER_TIMEOUT,
+                    value: v.clone(),
+                    why,
                 }
             })?)),
         };
         Ok(Selection {
+            board: None,
             port: var(ENV_PORT),
             serial: var(ENV_SERIAL).map(PathBuf::from),
             addr: var(ENV_ADDR),
@@ -72,13 +78,17 @@ impl Selection {
     /// The board to open, and how. `virtual_board` is the command that runs a virtual board
     /// (`relay-hil virtual-board`), used when neither a port nor a serial path is given.
     pub fn resolve(&self, virtual_board: (PathBuf, Vec<String>)) -> Result<(Target, OpenOptions)> {
+        let port = match self.board {
+            Some(BoardKind::Virtual) if self.port.is_some() || self.serial.is_some() => {
+                return Err(UsageError::VirtualWithPort.into());
+            }
+            Some(BoardKind::Nodemcu) => self.port.clone().or(Some("auto".into())),
+            _ => self.port.clone(),
+        };
         let profile = Profile::load(self.profile.as_deref().unwrap_or(DEFAULT_PROFILE))?;
-        let target = match (&self.port, &self.serial, &self.addr) {
+        let target = match (&port, &self.serial, &self.addr) {
             (Some(_), Some(_), _) => {
-                return Err(HilError::Usage {
-                    reason: "--port (a NodeMCU) and --serial (another relay) exclude each other"
-                        .into(),
-                });
+                return Err(UsageError::PortAndSerial.into());
             }
             (Some(port), None, addr) => Target::Port {
                 path: (port != "auto").then(|| PathBuf::from(port)),
@@ -89,14 +99,10 @@ impl Selection {
                 addr: addr.clone(),
             },
             (None, Some(_), None) => {
-                return Err(HilError::Usage {
-                    reason: "--serial names a relay's port but not its --addr".into(),
-                });
+                return Err(UsageError::SerialWithoutAddr.into());
             }
             (None, None, Some(_)) => {
-                return Err(HilError::Usage {
-                    reason: "--addr needs --serial (another relay) or --port (a NodeMCU)".into(),
-                });
+                return Err(UsageError::AddrAlone.into());
             }
             (None, None, None) => Target::Virtual {
                 program: virtual_board.0,
@@ -141,14 +147,50 @@ fn wifi_from_env() -> Result<Option<Wifi>> {
     use std::os::unix::ffi::OsStringExt;
     Wifi::new(ssid.into_vec(), psk.into_vec())
         .map(Some)
-        .map_err(|e| HilError::Usage {
-            reason: format!("{ENV_WIFI_SSID}/{ENV_WIFI_PASSWORD}: {e}"),
+        .map_err(|source| {
+            UsageError::Wifi {
+                vars: "RELAY_HIL_WIFI_SSID/RELAY_HIL_WIFI_PASSWORD",
+                source,
+            }
+            .into()
         })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::HilError;
+
+    fn resolve(sel: Selection) -> Result<Target> {
+        sel.resolve(("virtual-board".into(), Vec::new()))
+            .map(|(target, _)| target)
+    }
+
+    #[test]
+    fn a_board_named_by_kind_is_that_kind() {
+        let nodemcu = Selection {
+            board: Some(BoardKind::Nodemcu),
+            ..Selection::default()
+        };
+        assert!(matches!(
+            resolve(nodemcu),
+            Ok(Target::Port { path: None, .. })
+        ));
+        let virtual_board = Selection {
+            board: Some(BoardKind::Virtual),
+            ..Selection::default()
+        };
+        assert!(matches!(resolve(virtual_board), Ok(Target::Virtual { .. })));
+        let with_port = Selection {
+            board: Some(BoardKind::Virtual),
+            port: Some("/dev/ttyUSB0".into()),
+            ..Selection::default()
+        };
+        assert!(matches!(
+            resolve(with_port),
+            Err(HilError::Usage(UsageError::VirtualWithPort))
+        ));
+    }
 
     #[test]
     fn a_wait_is_one_second_to_a_day() {

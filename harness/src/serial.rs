@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use serialport::{ClearBuffer, DataBits, FlowControl, Parity, SerialPort, StopBits, TTYPort};
 use tokio::io::unix::AsyncFd;
 
-use crate::error::{HilError, Result};
+use crate::error::{ControlError, PortError};
+
+type Result<T, E = PortError> = std::result::Result<T, E>;
 
 /// How long a DTR/RTS change may take over the control socket.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,7 +23,7 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Opens a port exclusively (TIOCEXCL and an exclusive flock: one run per board).
 pub fn open_tty(path: &Path, baud: u32) -> Result<TTYPort> {
     if !path.exists() {
-        return Err(HilError::PortMissing {
+        return Err(PortError::Missing {
             path: path.to_owned(),
         });
     }
@@ -31,11 +33,11 @@ pub fn open_tty(path: &Path, baud: u32) -> Result<TTYPort> {
         .open_native()
         .map_err(|source| {
             if source.description.contains("exclusive lock") {
-                HilError::PortBusy {
+                PortError::Busy {
                     path: path.to_owned(),
                 }
             } else {
-                HilError::PortOpen {
+                PortError::Open {
                     path: path.to_owned(),
                     source,
                 }
@@ -58,26 +60,30 @@ impl VirtualPort {
     }
 
     /// Sends one control command and returns its `ok` reply.
-    pub fn command(control: SocketAddr, cmd: &str) -> std::result::Result<String, String> {
-        let mut s =
-            TcpStream::connect_timeout(&control, CONTROL_TIMEOUT).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(CONTROL_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        s.write_all(format!("{cmd}\n").as_bytes())
-            .map_err(|e| e.to_string())?;
+    pub fn command(control: SocketAddr, cmd: &str) -> Result<String, ControlError> {
+        let io = |source| ControlError::Io {
+            addr: control,
+            source,
+        };
+        let mut s = TcpStream::connect_timeout(&control, CONTROL_TIMEOUT).map_err(io)?;
+        s.set_read_timeout(Some(CONTROL_TIMEOUT)).map_err(io)?;
+        s.write_all(format!("{cmd}\n").as_bytes()).map_err(io)?;
         let mut reader = BufReader::new(s);
         let mut reply = String::new();
         loop {
             let mut line = String::new();
-            if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
-                return Err("the board closed the control connection".into());
+            if reader.read_line(&mut line).map_err(io)? == 0 {
+                return Err(ControlError::Closed { addr: control });
             }
             reply.push_str(&line);
             if line.starts_with("ok") {
                 return Ok(reply);
             }
             if line.starts_with("err") {
-                return Err(line.trim_end().to_owned());
+                return Err(ControlError::Refused {
+                    addr: control,
+                    reply: line.trim_end().to_owned(),
+                });
             }
         }
     }
@@ -85,7 +91,7 @@ impl VirtualPort {
     fn line(&self, name: &str, level: bool) -> serialport::Result<()> {
         Self::command(self.control, &format!("{name} {}", u8::from(level)))
             .map(|_| ())
-            .map_err(|e| serialport::Error::new(serialport::ErrorKind::Unknown, e))
+            .map_err(|e| serialport::Error::new(serialport::ErrorKind::Unknown, e.to_string()))
     }
 }
 
@@ -209,7 +215,7 @@ impl Serial {
     /// Wraps an open port (a TTYPort or a VirtualPort), reading it through a duplicate of its
     /// file descriptor.
     pub fn new<P: SerialPort + AsRawFd + 'static>(path: &Path, port: P) -> Result<Serial> {
-        let io_err = |source| HilError::PortIo {
+        let io_err = |source| PortError::Io {
             path: path.to_owned(),
             source,
         };
@@ -233,8 +239,8 @@ impl Serial {
         })
     }
 
-    fn io_err(&self, source: std::io::Error) -> HilError {
-        HilError::PortIo {
+    fn io_err(&self, source: std::io::Error) -> PortError {
+        PortError::Io {
             path: self.path.clone(),
             source,
         }
@@ -324,12 +330,9 @@ impl Serial {
 
     /// Sets DTR and RTS, in that order.
     pub fn set_lines(&mut self, dtr: bool, rts: bool) -> Result<()> {
-        let e = |e: serialport::Error| HilError::PortIo {
+        let e = |source| PortError::Lines {
             path: self.path.clone(),
-            source: std::io::Error::other(format!(
-                "cannot set DTR/RTS to reset the board ({e}); a NodeMCU's USB-serial adapter can, \
-                 a bare pseudo-terminal cannot"
-            )),
+            source,
         };
         self.port.write_data_terminal_ready(dtr).map_err(e)?;
         self.port.write_request_to_send(rts).map_err(e)
@@ -346,16 +349,19 @@ impl Serial {
 
     /// Sets the port's rate (the board's UART must run at it to be read).
     pub fn set_baud(&mut self, baud: u32) -> Result<()> {
-        self.port.set_baud_rate(baud).map_err(|e| HilError::PortIo {
-            path: self.path.clone(),
-            source: std::io::Error::other(format!("cannot set the port to {baud} baud: {e}")),
-        })
+        self.port
+            .set_baud_rate(baud)
+            .map_err(|source| PortError::Baud {
+                path: self.path.clone(),
+                baud,
+                source,
+            })
     }
 
     /// A second handle on the port for a flasher, which takes it over until [`Serial::reclaim`].
     pub fn port_for_flashing(&mut self) -> Result<Box<dyn SerialPort>> {
         self.pending.clear();
-        self.port.try_clone().map_err(|e| HilError::PortIo {
+        self.port.try_clone().map_err(|e| PortError::Io {
             path: self.path.clone(),
             source: e.into(),
         })
@@ -366,7 +372,7 @@ impl Serial {
     pub fn reclaim(&mut self) -> Result<()> {
         nix::ioctl_none_bad!(tiocexcl, nix::libc::TIOCEXCL);
         // SAFETY: TIOCEXCL takes no argument and the fd is the open port's.
-        unsafe { tiocexcl(self.io.get_ref().as_raw_fd()) }.map_err(|e| HilError::PortIo {
+        unsafe { tiocexcl(self.io.get_ref().as_raw_fd()) }.map_err(|e| PortError::Io {
             path: self.path.clone(),
             source: e.into(),
         })?;

@@ -6,7 +6,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use relay_hil::board::{Board, OpenOptions, Target};
-use relay_hil::error::HilError;
+use relay_hil::error::{BoardError, HilError, PortError};
 use relay_hil::select::Selection;
 use rstest::rstest;
 
@@ -121,7 +121,7 @@ async fn a_board_that_never_prints_a_banner_times_out_in_bounded_time() {
         program: BIN.into(),
         args: vec![
             "virtual-board".into(),
-            "--flash".into(),
+            "--flash-file".into(),
             flash.to_str().unwrap().into(),
         ],
     };
@@ -131,7 +131,10 @@ async fn a_board_that_never_prints_a_banner_times_out_in_bounded_time() {
         .err()
         .expect("an erased board has no banner");
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(matches!(err, HilError::NoBanner { .. }), "{err}");
+    assert!(
+        matches!(err, HilError::Board(BoardError::NoBanner { .. })),
+        "{err}"
+    );
     assert!(
         err.to_string().contains("no relay banner on /dev/pts/"),
         "{err}"
@@ -156,7 +159,10 @@ async fn a_second_run_on_the_same_board_fails_fast() {
         .await
         .err()
         .expect("the port is locked by the first run");
-    assert!(matches!(err, HilError::PortBusy { .. }), "{err}");
+    assert!(
+        matches!(err, HilError::Port(PortError::Busy { .. })),
+        "{err}"
+    );
     assert!(
         err.hint().contains("each run locks its port"),
         "{}",
@@ -231,8 +237,8 @@ fn assert_bounded_refusal(args: &[&str], needle: &str) {
     "relay-hil: --flash-file /dev/zero: not a regular file"
 )]
 #[case::virtual_board_flash(
-    &["virtual-board", "--flash", "/dev/zero"],
-    "virtual-board: --flash /dev/zero: not a regular file"
+    &["virtual-board", "--flash-file", "/dev/zero"],
+    "virtual-board: --flash-file /dev/zero: not a regular file"
 )]
 #[case::virtual_board_profile(
     &["virtual-board", "-p", "/dev/zero"],
@@ -266,8 +272,8 @@ fn dev_zero_anywhere_a_file_is_read(#[case] args: &[&str], #[case] needle: &str)
 #[case::virtual_board_flash(
     "big.flash",
     (16 << 20) + 1,
-    &["virtual-board", "--flash", "FILE"],
-    "--flash FILE: 16777217 bytes, more than 16 MiB"
+    &["virtual-board", "--flash-file", "FILE"],
+    "--flash-file FILE: 16777217 bytes, more than 16 MiB"
 )]
 fn a_file_one_byte_past_its_bound(
     #[case] name: &str,
@@ -306,6 +312,20 @@ fn an_endless_fifo_as_firmware() {
         "not a flashable relay image: more than 16 MiB",
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `flash` cannot do without an image: clap says so before anything starts.
+#[rstest]
+fn flash_without_firmware_is_a_usage_error() {
+    let out = relay_hil(&["flash", "--board", "virtual"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: the following required arguments were not provided:")
+            && err.contains("--firmware <FILE>"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
 }
 
 /// A clap parse error: exit 2, no panic, and a first line naming the option and its range.

@@ -155,6 +155,37 @@ fn bench_smoke_beside_ser2net_and_socat() {
     assert_eq!(chip["published"].as_array().unwrap().len(), 2, "{chip}");
 }
 
+/// `--json -` puts the JSON alone on stdout, ser2net and socat running beside it, so that a pipe
+/// can read it; the table goes to stderr.
+#[rstest]
+fn json_to_stdout_is_the_json_alone() {
+    let out = relay_hil(&["bench", "--smoke", "--with-ser2net", "--json", "-"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // One JSON document and nothing else: serde_json refuses trailing characters.
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}:\n{}", String::from_utf8_lossy(&out.stdout));
+    });
+    assert_eq!(doc["smoke"], true);
+    assert!(doc["relays"]["ser2net-tuned"].is_object(), "{doc}");
+    assert!(
+        err.contains("UART -> 4 clients"),
+        "the table is on stderr: {err}"
+    );
+    // As a shell pipe reads it.
+    let mut tool = std::process::Command::new("python3")
+        .args(["-m", "json.tool"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    std::io::Write::write_all(&mut tool.stdin.take().unwrap(), &out.stdout).unwrap();
+    assert!(
+        tool.wait().unwrap().success(),
+        "python3 -m json.tool refused it"
+    );
+}
+
 /// A rate no shipped profile runs is refused before anything starts, in one line.
 #[rstest]
 #[case::unknown(

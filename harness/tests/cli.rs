@@ -1,5 +1,6 @@
 //! The CLI end to end: `run` on the virtual board, and on a relay named by hand.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
@@ -45,7 +46,7 @@ fn run_with_no_options_runs_everything_on_the_virtual_board() {
     let junit = out_dir.join("extra-junit.xml");
     let out = relay_hil(&[
         "run",
-        "--out",
+        "--artifacts-dir",
         out_dir.to_str().unwrap(),
         "--junit",
         junit.to_str().unwrap(),
@@ -132,7 +133,7 @@ fn run_by_hand(
         ready["tcp"].as_str().unwrap(),
         "--profile",
         profile.to_str().unwrap(),
-        "--out",
+        "--artifacts-dir",
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
@@ -207,7 +208,7 @@ fn run_with_a_profile_file_outside_the_fixtures() {
         "capacity",
         "--profile",
         profile.to_str().unwrap(),
-        "--out",
+        "--artifacts-dir",
         dir.join("out").to_str().unwrap(),
     ]);
     assert_passed(&out, &["capacity"]);
@@ -377,4 +378,166 @@ fn a_copy_in_an_empty_folder_runs_the_suite() {
     assert!(table.contains("10 passed, 0 failed, 1 skipped"), "{table}");
     assert!(dir.join("target/relay-hil/latest/junit.xml").is_file());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// README.md, whose synopsis and option tables document both command lines.
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap()
+}
+
+/// Every option named in `text`: `-x` or `--long-name`, where a word starts.
+fn options_in(text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut prev = ' ';
+    for (at, c) in text.char_indices() {
+        if c == '-' && !(prev.is_alphanumeric() || prev == '-' || prev == '_') {
+            let word: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            let name = word.trim_start_matches('-');
+            let dashes = word.len() - name.len();
+            let letter = name.starts_with(|c: char| c.is_ascii_alphabetic());
+            if letter && ((dashes == 1 && name.len() == 1) || (dashes == 2 && name.len() > 1)) {
+                found.insert(word);
+            }
+        }
+        prev = c;
+    }
+    found
+}
+
+/// The options in the first column of the table whose header row is `header`, the first such
+/// after `after`.
+fn table_options(readme: &str, after: &str, header: &str) -> BTreeSet<String> {
+    let from = readme
+        .find(after)
+        .unwrap_or_else(|| panic!("no `{after}` in README"));
+    let at = from + readme[from..].find(header).expect("the table's header");
+    readme[at..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .flat_map(|row| options_in(row.split('|').nth(1).unwrap_or("")))
+        .collect()
+}
+
+/// The options `relay-hil ARGS -h` lists: each one's short form, if any, and long form.
+fn help_options(args: &[&str]) -> (String, Vec<(Option<String>, String)>) {
+    let out = relay_hil(args);
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{args:?}: {help}");
+    let options = help
+        .lines()
+        .filter(|l| l.starts_with("  ") && l.trim_start().starts_with('-'))
+        .map(|l| {
+            // Up to the description, two spaces on.
+            let head = l.trim_start().split("  ").next().unwrap();
+            let names: Vec<String> = head
+                .split(", ")
+                .map(|w| w.split([' ', '<', '.', '[']).next().unwrap().to_owned())
+                .collect();
+            match names.as_slice() {
+                [short, long] => (Some(short.clone()), long.clone()),
+                [long] => (None, long.clone()),
+                _ => panic!("unexpected option line `{l}`"),
+            }
+        })
+        .filter(|(_, long)| long != "--help" && long != "--version")
+        .collect();
+    (help, options)
+}
+
+/// Each `relay-hil` line of the README's synopsis against its command's `--help`: every option
+/// it names exists, every option there is in the synopsis or in the board options' table, and
+/// every command has its line.
+#[rstest]
+fn the_readme_synopsis_matches_the_help() {
+    let readme = readme();
+    let section = &readme[readme.find("## The harness: `relay-hil`").unwrap()..];
+    let block = section.split("```").nth(1).expect("the synopsis block");
+    let table = table_options(
+        &readme,
+        "**Choosing the board.**",
+        "| option | variable | meaning |",
+    );
+    let mut documented = BTreeSet::new();
+    for line in block.lines().filter_map(|l| l.strip_prefix("relay-hil ")) {
+        let line = line.split('#').next().unwrap();
+        let command = line.split_whitespace().next().unwrap();
+        documented.insert(command.to_owned());
+        if command == "virtual-board" {
+            continue; // its own options, below
+        }
+        let (help, options) = help_options(&[command, "-h"]);
+        let synopsis = options_in(line);
+        let known: BTreeSet<&String> = options
+            .iter()
+            .flat_map(|(short, long)| short.iter().chain([long]))
+            .collect();
+        for o in &synopsis {
+            assert!(
+                known.contains(o),
+                "`{o}` is not an option of `{command}`:\n{help}"
+            );
+        }
+        for (short, long) in &options {
+            let listed = |o: &String| synopsis.contains(o) || table.contains(o);
+            assert!(
+                listed(long) || short.as_ref().is_some_and(listed),
+                "`{command} {long}` is in neither the synopsis nor the options table"
+            );
+        }
+        // A positional the synopsis shows, such as `[NAME]`, is one the command takes.
+        let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap();
+        for (at, _) in line.match_indices('[') {
+            let word = line[at + 1..].split(']').next().unwrap();
+            if !word.is_empty() && word.chars().all(|c| c.is_ascii_uppercase()) {
+                assert!(
+                    usage.contains(&format!("<{word}>")) || usage.contains(&format!("[{word}]")),
+                    "`{command}` takes no {word}: {usage}"
+                );
+            }
+        }
+    }
+    let (help, _) = help_options(&["-h"]);
+    let commands: BTreeSet<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .filter(|c| c != "help")
+        .collect();
+    assert_eq!(documented, commands, "the synopsis has a line per command");
+}
+
+/// The virtual board's options table lists exactly the options its `--help` shows.
+#[rstest]
+fn the_readme_lists_the_virtual_board_s_options() {
+    let table = table_options(
+        &readme(),
+        "**Options** (`cargo run -q -p relay-hil -- virtual-board --help`",
+        "| option | default | meaning |",
+    );
+    let (help, options) = help_options(&["virtual-board", "-h"]);
+    let mut shown = BTreeSet::new();
+    for (short, long) in options {
+        assert!(
+            table.contains(&long),
+            "`{long}` is not in the README's table"
+        );
+        if let Some(short) = short {
+            assert!(
+                table.contains(&short),
+                "`{short}` is not in the README's table"
+            );
+            shown.insert(short);
+        }
+        shown.insert(long);
+    }
+    assert_eq!(
+        table, shown,
+        "options in the README's table that --help lacks:\n{help}"
+    );
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{printed, relay_hil, temp_dir};
 use nodemcu::image;
 use relay_hil::board::Board;
-use relay_hil::error::HilError;
+use relay_hil::error::{FlashError, HilError};
 use relay_hil::flash::{self, Flashed, Image, Progress};
 use relay_hil::select::Selection;
 use relay_hil::serial::VirtualPort;
@@ -274,7 +274,7 @@ fn run_with_firmware_flashes_then_passes_every_scenario() {
         image.to_str().unwrap(),
         "--flash-file",
         dir.join("board.flash").to_str().unwrap(),
-        "--out",
+        "--artifacts-dir",
         dir.join("artifacts").to_str().unwrap(),
     ]);
     let text = printed(&out);
@@ -289,6 +289,44 @@ fn run_with_firmware_flashes_then_passes_every_scenario() {
         text.contains(&format!("{passed} passed, 0 failed, 1 skipped")),
         "{text}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The CLI's flash as the library does it: the job starts the virtual board on its flash file
+/// (making its folder), writes, then skips the same build, and leaves the board ready either
+/// way; its retry command names that same board.
+#[tokio::test]
+async fn a_flash_job_writes_then_skips_and_leaves_the_board_ready() {
+    let dir = temp_dir("flash-job");
+    let flash_file = dir.join("kept/board.flash");
+    let image = make_image(&dir, "job0001", 5_000);
+    let (target, opts) = Selection::default()
+        .resolve((PathBuf::from(common::BIN), vec!["virtual-board".into()]))
+        .unwrap();
+    let job = flash::Job {
+        image: Image::load(&image).unwrap(),
+        force: false,
+        baud: flash::DEFAULT_BAUD,
+        flash_file: flash_file.clone(),
+    };
+    for expected in ["written", "skipped"] {
+        let mut board = job.attach(&target, &opts).await.unwrap();
+        assert_eq!(
+            job.retry_command(&board),
+            format!(
+                "relay-hil flash --force --flash-baud 115200 --firmware {} --board virtual --flash-file {}",
+                image.display(),
+                flash_file.display()
+            )
+        );
+        let done = job.run(&mut board, opts.banner_timeout, ()).await.unwrap();
+        let what = match done {
+            Flashed::Written { .. } => "written",
+            Flashed::Skipped { .. } => "skipped",
+        };
+        assert_eq!(what, expected, "{done:?}");
+        assert_eq!(board.banner.as_ref().unwrap().build, "job0001");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -313,9 +351,9 @@ async fn virtual_board(flash_file: Option<&Path>) -> (Board, Duration) {
     let (target, mut opts) = Selection::default()
         .resolve(common::virtual_board())
         .unwrap();
-    assert!(opts.virtual_args.is_empty(), "no --flash unless given");
+    assert!(opts.virtual_args.is_empty(), "no --flash-file unless given");
     if let Some(f) = flash_file {
-        opts.virtual_args = vec!["--flash".into(), f.display().to_string()];
+        opts.virtual_args = vec!["--flash-file".into(), f.display().to_string()];
     }
     let board = Board::attach(&target, &opts).await.unwrap();
     (board, opts.banner_timeout)
@@ -359,7 +397,7 @@ async fn a_board_cut_off_mid_flash_is_reported_half_flashed_and_the_next_flash_w
     .await
     .unwrap_err();
     match &err {
-        HilError::HalfFlashed { blocks, total, .. } => {
+        HilError::Flash(FlashError::HalfFlashed { blocks, total, .. }) => {
             assert_eq!((*blocks, *total), (5, len.div_ceil(0x400)));
         }
         other => panic!("not reported half-flashed: {other}"),
@@ -434,7 +472,7 @@ async fn a_virtual_board_without_a_flash_file_refuses_and_the_hint_names_flash_f
         .await
         .unwrap_err();
     assert!(
-        matches!(err, HilError::FlashRefused { .. }),
+        matches!(err, HilError::Flash(FlashError::Refused { .. })),
         "not reported as refused: {err}"
     );
     assert!(err.to_string().contains("FlashBegin"), "{err}");

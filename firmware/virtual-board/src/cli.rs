@@ -17,47 +17,71 @@ use nodemcu::profile::{DEFAULT_PROFILE, Profile};
 #[command(name = "virtual-board", version, about, long_about)]
 pub struct Cli {
     /// Board profile: a shipped one (fixtures/boards, built in) or a .toml path.
-    #[arg(short, long, default_value = DEFAULT_PROFILE, value_name = "NAME|PATH")]
+    #[arg(
+        short,
+        long,
+        default_value = DEFAULT_PROFILE,
+        value_name = "NAME|FILE",
+        help_heading = "Board"
+    )]
     profile: String,
 
-    /// The board's address, a loopback address of its own; the relay listens on the
-    /// firmware's ports there [default: 127.64.0.0 plus the process id].
-    #[arg(long, value_name = "ADDR")]
-    ip: Option<std::net::Ipv4Addr>,
+    /// The board's flash, as a file that outlives the process (a missing file starts as an
+    /// erased 4 MiB flash). At every boot the ROM checks the image in it: only a valid image
+    /// carrying a relay build id runs the relay. Without this option the relay is built in.
+    #[arg(long, value_name = "FILE", help_heading = "Board")]
+    flash_file: Option<PathBuf>,
 
-    /// Control socket port on 127.0.0.1 (reset lines, power, counters); 0 picks a free one.
-    #[arg(long, default_value_t = 0)]
-    control_port: u16,
+    /// Build id of the built-in relay (without --flash-file) [default: the id build_id.py gives
+    /// the firmware's sources].
+    #[arg(long, value_name = "ID", help_heading = "Board")]
+    build_id: Option<String>,
 
-    /// The serial port over RFC 2217 (telnet COM-PORT-OPTION) on 127.0.0.1: data, baud rate,
-    /// DTR and RTS, for esptool's and pyserial's rfc2217:// ports; 0 picks a free one.
-    #[arg(long, default_value_t = 0)]
-    rfc2217_port: u16,
+    /// The rate the serial port starts at, as an adapter is left by its last user; whoever
+    /// opens it may set another [default: the profile's uart.baud, the firmware's rate].
+    #[arg(long, value_name = "BAUD", help_heading = "Serial line")]
+    baud: Option<u32>,
 
     /// Pace the UART line, both ways, as a real 8N1 line is: each side transmits at its own
     /// rate (the host's port at its termios rate, the chip at what its code set) and a
     /// receiver at another rate reads garbage [default: the profile's uart.pace].
-    #[arg(long, conflicts_with = "no_pace")]
+    #[arg(long, conflicts_with = "no_pace", help_heading = "Serial line")]
     pace: bool,
 
     /// Do not pace the UART: an infinitely fast line that waits for the firmware to take each
     /// byte (rates that disagree still garble). Faster than any chip: a burst can outrun what
     /// lwIP sends to clients, and the relay then drops for them.
-    #[arg(long)]
+    #[arg(long, help_heading = "Serial line")]
     no_pace: bool,
 
-    /// The rate the serial port starts at, as an adapter is left by its last user; whoever
-    /// opens it may set another [default: the profile's uart.baud, the firmware's rate].
-    #[arg(long)]
-    baud: Option<u32>,
+    /// Also make PATH a symlink to the serial port (removed on exit).
+    #[arg(long, value_name = "PATH", help_heading = "Serial line")]
+    link: Option<PathBuf>,
+
+    /// The board's address, a loopback address of its own; the relay listens on the
+    /// firmware's ports there [default: 127.64.0.0 plus the process id].
+    #[arg(long, value_name = "IP", help_heading = "Network")]
+    ip: Option<std::net::Ipv4Addr>,
 
     /// The WiFi round trip, in milliseconds, at most a day: no acknowledgement reaches the
     /// firmware's TCP stack sooner after its data left (0: as fast as loopback).
-    #[arg(long, value_name = "MS", default_value_t = 3, value_parser = rtt_ms)]
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 3,
+        value_parser = rtt_ms,
+        help_heading = "Network"
+    )]
     rtt_ms: u64,
 
     /// The SSID of the network the board's WiFi can join [default: virtual].
-    #[arg(long, env = "RELAY_HIL_WIFI_SSID", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RELAY_HIL_WIFI_SSID",
+        hide_env_values = true,
+        value_name = "SSID",
+        help_heading = "Network"
+    )]
     wifi_ssid: Option<String>,
 
     /// The password of that network (empty: an open network).
@@ -65,27 +89,33 @@ pub struct Cli {
         long,
         env = "RELAY_HIL_WIFI_PASSWORD",
         hide_env_values = true,
-        default_value = ""
+        default_value = "",
+        value_name = "PASSWORD",
+        help_heading = "Network"
     )]
     wifi_password: String,
 
-    /// Also make PATH a symlink to the serial port (removed on exit).
-    #[arg(long, value_name = "PATH")]
-    link: Option<PathBuf>,
+    /// Control socket port on 127.0.0.1 (reset lines, power, counters); 0 picks a free one.
+    #[arg(
+        long,
+        value_name = "PORT",
+        default_value_t = 0,
+        help_heading = "Host ports"
+    )]
+    control_port: u16,
 
-    /// The board's flash, as a file that outlives the process (a missing file starts as an
-    /// erased 4 MiB flash). At every boot the ROM checks the image in it: only a valid image
-    /// carrying a relay build id runs the relay. Without this option the relay is built in.
-    #[arg(long, value_name = "PATH")]
-    flash: Option<PathBuf>,
-
-    /// Build id of the built-in relay (without --flash) [default: the id build_id.py gives
-    /// the firmware's sources].
-    #[arg(long)]
-    build_id: Option<String>,
+    /// The serial port over RFC 2217 (telnet COM-PORT-OPTION) on 127.0.0.1: data, baud rate,
+    /// DTR and RTS, for esptool's and pyserial's rfc2217:// ports; 0 picks a free one.
+    #[arg(
+        long,
+        value_name = "PORT",
+        default_value_t = 0,
+        help_heading = "Host ports"
+    )]
+    rfc2217_port: u16,
 
     /// More logging on stderr (-v: debug, -vv: trace). RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(short, long, action = clap::ArgAction::Count, help_heading = "Logging")]
     verbose: u8,
 }
 
@@ -136,10 +166,10 @@ where
         eprintln!("virtual-board: {e}");
         return ExitCode::from(2);
     }
-    if let Some(path) = &cli.flash
+    if let Some(path) = &cli.flash_file
         && let Err(e) = crate::board::check_flash_file(path)
     {
-        eprintln!("virtual-board: --flash {}: {e}", path.display());
+        eprintln!("virtual-board: --flash-file {}: {e}", path.display());
         return ExitCode::from(2);
     }
     if cli.baud == Some(0) {
@@ -164,7 +194,7 @@ where
         control_port: cli.control_port,
         rfc2217_port: cli.rfc2217_port,
         link: cli.link,
-        flash: cli.flash,
+        flash: cli.flash_file,
         parent,
         build_id: cli.build_id,
         wifi,

@@ -99,7 +99,7 @@ impl Flash for Vec<u8> {
 /// and no flasher may write or read it.
 pub(crate) fn no_flash_file(command: &str) {
     tracing::warn!(
-        "refused {command}: flash commands need --flash PATH (this board has no flash file; its \
+        "refused {command}: flash commands need --flash-file PATH (this board has no flash file; its \
          flash is built in)"
     );
 }

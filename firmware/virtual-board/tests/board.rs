@@ -569,7 +569,7 @@ fn write_flash(path: &std::path::Path, image: &[u8]) {
 fn a_relay_image_in_flash_boots_with_its_build_id() {
     let path = flash_path("relay");
     write_flash(&path, &relay_image("feedc0de01"));
-    let vb = Vb::start(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    let vb = Vb::start(&["--flash-file", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
     assert!(vb.banner.contains(" build=feedc0de01 "), "{}", vb.banner);
     assert_eq!(vb.ready.build.as_deref(), Some("feedc0de01"));
     drop(vb);
@@ -598,7 +598,7 @@ fn no_relay_boots_from_a_flash_without_a_good_relay_image(
         }
     }
     // The port starts at the ROM's rate, so its power-on text reads right.
-    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap(), "--baud", "74880"]);
+    let mut vb = Vb::start_quiet(&["--flash-file", path.to_str().unwrap(), "--baud", "74880"]);
     assert_eq!(vb.ready.build, None, "no relay runs");
     let line = vb.uart_line_starting(" ets ");
     assert!(line.contains("boot mode:(3,6)"), "{line}");
@@ -615,7 +615,7 @@ fn no_relay_boots_from_a_flash_without_a_good_relay_image(
 #[rstest]
 fn the_flash_outlives_the_process_and_is_read_at_every_boot() {
     let path = flash_path("persist");
-    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    let mut vb = Vb::start_quiet(&["--flash-file", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),
         4 << 20,
@@ -629,7 +629,7 @@ fn the_flash_outlives_the_process_and_is_read_at_every_boot() {
             .contains(" build=second01 ")
     );
     assert!(vb.terminate().success());
-    let again = Vb::start(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    let again = Vb::start(&["--flash-file", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
     assert!(
         again.banner.contains(" build=second01 "),
         "{}",
@@ -645,7 +645,7 @@ fn the_flash_outlives_the_process_and_is_read_at_every_boot() {
 fn a_flash_file_grown_past_16_mib_boots_nothing() {
     let path = flash_path("grown");
     write_flash(&path, &relay_image("grown01"));
-    let mut vb = Vb::start(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    let mut vb = Vb::start(&["--flash-file", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
     assert!(vb.banner.contains(" build=grown01 "), "{}", vb.banner);
     // Sparse: the relay image stays at 0x0, followed by zeros.
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -666,7 +666,7 @@ fn a_flash_file_grown_past_16_mib_boots_nothing() {
 
 /// A flash file the board cannot hold stops it before it starts: exit 2 and one line, at once.
 #[rstest]
-#[case::device("/dev/zero", "--flash /dev/zero: not a regular file")]
+#[case::device("/dev/zero", "--flash-file /dev/zero: not a regular file")]
 #[case::past_16_mib("BIG", "bytes, more than 16 MiB (the largest ESP8266 flash)")]
 fn an_unusable_flash_file_is_refused_at_start(#[case] flash: &str, #[case] needle: &str) {
     // Sparse: no disk is spent.
@@ -680,7 +680,7 @@ fn an_unusable_flash_file_is_refused_at_start(#[case] flash: &str, #[case] needl
     } else {
         flash
     };
-    let out = run_within(&["--flash", flash], Duration::from_secs(10));
+    let out = run_within(&["--flash-file", flash], Duration::from_secs(10));
     std::fs::remove_file(&big).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -923,7 +923,7 @@ fn image_file(flash: &std::path::Path, build_id: &str) -> (std::path::PathBuf, V
 /// no exchange on the UART, where esptool may still be reading when the firmware starts.
 fn provisioned_board(path: &std::path::Path, old: &str) -> Vb {
     write_flash(path, &relay_image(old));
-    let vb = Vb::start(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    let vb = Vb::start(&["--flash-file", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
     assert!(
         vb.banner.contains(&format!(" build={old} ")),
         "{}",
@@ -1011,7 +1011,7 @@ fn esptool_soft_reset_boots_what_it_wrote(#[values(true, false)] stub: bool) {
 fn esptool_stub_writes_verifies_reads_and_erases_the_flash() {
     let path = flash_path("stub");
     let (image_file, image) = image_file(&path, "stubwrite1");
-    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    let mut vb = Vb::start_quiet(&["--flash-file", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
     enter_loader(&mut vb);
     let image_arg = image_file.to_str().unwrap();
     let log = esptool_ok(
@@ -1103,7 +1103,7 @@ fn a_board_without_a_flash_file_refuses_flash_writes_and_says_why(
         "Failed to enter Flash download mode (result was 0106: Operation or feature not supported)"
     };
     assert!(log.contains(refusal), "{log}");
-    let why = vb.log_line("flash commands need --flash PATH");
+    let why = vb.log_line("flash commands need --flash-file PATH");
     assert!(why.contains("WARN"), "{why}");
     let state = if stub { "ok stub\n" } else { "ok loader\n" };
     assert_eq!(vb.control("dtr 0"), state, "still answering");
@@ -1121,7 +1121,7 @@ fn ram_code_that_is_not_the_stub_is_refused_and_the_loader_answers_on() {
     let code = nodemcu::image::build(0x4010_0004, 4, &[(0x4010_0000, &[0x55; 64])]);
     let ram_file = path.with_extension("ram");
     std::fs::write(&ram_file, code).unwrap();
-    let mut vb = Vb::start_logged(&["--flash", path.to_str().unwrap()]);
+    let mut vb = Vb::start_logged(&["--flash-file", path.to_str().unwrap()]);
     enter_loader(&mut vb);
     let log = esptool_ok(&vb, &["--no-stub", "load_ram", ram_file.to_str().unwrap()]);
     assert!(log.contains("executing at 40100004"), "{log}");
@@ -1142,7 +1142,7 @@ fn ram_code_that_is_not_the_stub_is_refused_and_the_loader_answers_on() {
 fn esptool_defaults_write_the_flash_but_cannot_hard_reset_a_pty() {
     let path = flash_path("defaults");
     let (image_file, image) = image_file(&path, "defaults01");
-    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    let mut vb = Vb::start_quiet(&["--flash-file", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
     enter_loader(&mut vb);
     let log = esptool_ok(&vb, &["write_flash", "0x0", image_file.to_str().unwrap()]);
     assert!(log.contains("Hash of data verified."), "{log}");
@@ -1654,7 +1654,7 @@ fn a_power_cut_mid_flash_leaves_a_board_that_boots_nothing_until_reflashed() {
         &[(0x4010_0000, &code), (0x3ffe_8000, &rodata)],
     );
     assert!(image.len() > 2 * 0x400);
-    let mut vb = Vb::start_quiet(&["--flash", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
+    let mut vb = Vb::start_quiet(&["--flash-file", path.to_str().unwrap(), "--wifi-ssid", "lab"]);
     enter_loader(&mut vb);
     let words = |w: &[u32]| w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     vb.write_uart(&rom_request(FLASH_BEGIN, &words(&[0x1000, 3, 0x400, 0]), 0));
@@ -1727,7 +1727,7 @@ fn an_unprovisioned_board_waits_for_credentials_and_keeps_them_in_flash() {
     flash[..image.len()].copy_from_slice(&image);
     std::fs::write(&path, &flash).unwrap();
     let mut vb = Vb::start_quiet(&[
-        "--flash",
+        "--flash-file",
         path.to_str().unwrap(),
         "--wifi-ssid",
         "lab net",

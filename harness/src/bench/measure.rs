@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{BenchError, Result};
 use crate::net::Client;
 use crate::serial::Serial;
 
-use super::rig::fail;
+use super::rig::failed;
 
 /// A stream that moves nothing for this long has stopped: its window ends at its last byte.
 pub const QUIET: Duration = Duration::from_secs(5);
@@ -96,7 +96,7 @@ async fn release(clients: Vec<Client>, limit: Duration) -> Result<()> {
     for c in clients {
         let name = c.name.clone();
         if !c.finish(Instant::now() + limit).await {
-            return Err(fail("release", format!("the relay never closed {name}")));
+            return Err(failed("release", format!("the relay never closed {name}")));
         }
     }
     Ok(())
@@ -119,7 +119,7 @@ async fn sync(serial: &mut Serial, clients: &mut [Client], limit: Duration) -> R
                 break;
             }
             if Instant::now() > until {
-                return Err(fail(
+                return Err(failed(
                     "sync",
                     format!("{} never saw the UART marker", c.name),
                 ));
@@ -130,7 +130,7 @@ async fn sync(serial: &mut Serial, clients: &mut [Client], limit: Duration) -> R
     for c in clients.iter_mut() {
         let (got, _) = c.read_until(until, |b| b.ends_with(go)).await;
         if !got.ends_with(go) {
-            return Err(fail(
+            return Err(failed(
                 "sync",
                 format!("{} never saw the start marker", c.name),
             ));
@@ -235,7 +235,7 @@ pub async fn fanout(
         .collect();
     let mut sent = 0u64;
     let late = |sent: u64| {
-        fail(
+        failed(
             "UART to clients",
             format!("the relay took {sent} of {bytes} bytes from the UART in {limit:?}"),
         )
@@ -262,7 +262,10 @@ pub async fn fanout(
     }
     let (mut received, mut gaps, mut end, mut done) = (0, 0, start, Vec::new());
     for r in readers {
-        let (got, c) = r.await.map_err(|e| fail("reader", e))?;
+        let (got, c) = r.await.map_err(|source| BenchError::Task {
+            what: "reader",
+            source,
+        })?;
         received += got.received.min(bytes);
         gaps += got.gaps;
         end = end.max(got.last.unwrap_or(start));
@@ -372,7 +375,13 @@ pub async fn gather(
         // A writer still blocked here is one whose relay stopped taking its bytes.
         match tokio::time::timeout(Duration::from_secs(1), w).await {
             Ok(Ok(c)) => done.push(c),
-            Ok(Err(e)) => return Err(fail("writer", e)),
+            Ok(Err(source)) => {
+                return Err(BenchError::Task {
+                    what: "writer",
+                    source,
+                }
+                .into());
+            }
             Err(_) => {}
         }
     }
@@ -407,13 +416,19 @@ pub async fn round_trip(
         let start = Instant::now();
         c.send(format!("{ping}\n").as_bytes())
             .await
-            .map_err(|e| fail("ping", e))?;
+            .map_err(|source| BenchError::Io {
+                what: "ping",
+                source,
+            })?;
         loop {
             match serial.line(deadline).await? {
                 Some(l) if l == ping.as_bytes() => break,
                 Some(_) => continue,
                 None => {
-                    return Err(fail("round trip", format!("{ping} never reached the UART")));
+                    return Err(failed(
+                        "round trip",
+                        format!("{ping} never reached the UART"),
+                    ));
                 }
             }
         }
@@ -423,7 +438,7 @@ pub async fn round_trip(
             .read_until(deadline, |b| b.ends_with(pong.as_bytes()))
             .await;
         if !got.ends_with(pong.as_bytes()) {
-            return Err(fail("round trip", format!("{ping} never came back")));
+            return Err(failed("round trip", format!("{ping} never came back")));
         }
         rtts.push(start.elapsed().as_secs_f64() * 1e6);
     }

@@ -7,6 +7,7 @@
 pub mod measure;
 pub mod report;
 pub mod rig;
+pub mod setup;
 
 use std::time::Duration;
 

@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::board::Board;
-use crate::error::{HilError, Result};
+use crate::error::{BenchError, HilError, Result};
 use crate::serial::Serial;
 
 /// How long a helper may take to listen after it starts.
@@ -37,10 +37,17 @@ pub const SER2NET_COMMON: [(&str, &str); 2] = [("max-connections", "4"), ("mdns"
 /// socat's transfer block: its largest step, so one client's copy is not cut into 8 KiB steps.
 pub const SOCAT_BLOCK: usize = 65536;
 
-pub(crate) fn fail(what: &str, why: impl std::fmt::Display) -> HilError {
-    HilError::Bench {
-        reason: format!("{what}: {why}"),
+/// A relay or helper that did not do its part: `why` says what it did instead.
+pub(crate) fn failed(what: &'static str, why: impl std::fmt::Display) -> HilError {
+    BenchError::Failed {
+        what,
+        why: why.to_string(),
     }
+    .into()
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> BenchError {
+    move |source| BenchError::Io { what, source }
 }
 
 /// Where the harness reaches the UART: a board's port, or the master of a pty pair it made.
@@ -106,7 +113,7 @@ impl Rig {
     pub async fn ser2net(tuned: bool) -> Result<Rig> {
         let name = if tuned { REFERENCE } else { "ser2net-default" };
         let dir = std::env::temp_dir().join(format!("relay-hil-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| fail(name, e))?;
+        std::fs::create_dir_all(&dir).map_err(io(name))?;
         let (serial, slave, dev) = pty_pair(name)?;
         let port = free_port(name)?;
         let mut options: Vec<(&str, &str)> = SER2NET_COMMON.to_vec();
@@ -123,13 +130,15 @@ impl Rig {
             yaml += &format!("    {k}: {v}\n");
         }
         let config = dir.join("ser2net.yaml");
-        std::fs::write(&config, yaml).map_err(|e| fail(name, e))?;
+        std::fs::write(&config, yaml).map_err(io(name))?;
         let child = Command::new("ser2net")
             .args(["-n", "-c"])
             .arg(&config)
             .arg("-P")
             .arg(dir.join("ser2net.pid"))
+            // Nothing of a helper's reaches the harness's stdout, which may carry the JSON.
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -144,7 +153,10 @@ impl Rig {
                 break;
             }
             if Instant::now() > until {
-                return Err(fail(name, format!("nothing listens on {addr} after 10 s")));
+                return Err(failed(
+                    name,
+                    format!("nothing listens on {addr} after 10 s"),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -184,6 +196,7 @@ impl Rig {
         let mut child = Command::new("socat")
             .args(args)
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -198,7 +211,7 @@ impl Rig {
             false
         });
         if !ready.await.unwrap_or(false) {
-            return Err(fail(name, "socat did not listen within 10 s"));
+            return Err(failed(name, "socat did not listen within 10 s"));
         }
         // socat logs every connection; its stderr must keep draining.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -227,20 +240,17 @@ impl Rig {
     }
 }
 
-fn missing(tool: &str, e: std::io::Error) -> HilError {
-    fail(
-        tool,
-        format!("cannot run {tool} ({e}); install it with: apt-get install ser2net socat"),
-    )
+fn missing(what: &'static str, source: std::io::Error) -> BenchError {
+    BenchError::Missing { what, source }
 }
 
 /// A raw pty pair: the master as the harness's UART, the slave held open, and its path.
-fn pty_pair(what: &str) -> Result<(Serial, TTYPort, PathBuf)> {
-    let (master, slave) = TTYPort::pair().map_err(|e| fail(what, e))?;
+fn pty_pair(what: &'static str) -> Result<(Serial, TTYPort, PathBuf)> {
+    let (master, slave) = TTYPort::pair().map_err(|source| BenchError::Pty { what, source })?;
     let dev = PathBuf::from(
         slave
             .name()
-            .ok_or_else(|| fail(what, "the pty slave has no name"))?,
+            .ok_or_else(|| failed(what, "the pty slave has no name"))?,
     );
     let mut serial = Serial::new(&dev, master)?;
     serial.set_logging(false);
@@ -248,11 +258,11 @@ fn pty_pair(what: &str) -> Result<(Serial, TTYPort, PathBuf)> {
 }
 
 /// A TCP port free on 127.0.0.1 a moment ago, for a helper to listen on.
-fn free_port(what: &str) -> Result<u16> {
+fn free_port(what: &'static str) -> Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| fail(what, e))
+        .map_err(|e| io(what)(e).into())
 }
 
 /// `ser2net -v` and `socat -V`'s versions, when they are installed.
