@@ -132,7 +132,7 @@ pub async fn rigs(
         };
         progress(&format!("opening a paced board ({})", profile.name));
         let sel = Selection {
-            profile: Some(profile.origin()),
+            profile: Some(profile.load_arg().to_string_lossy().into_owned()),
             ..Selection::default()
         };
         let mut paced = args.clone();
