@@ -19,7 +19,7 @@ use crate::error::{
     BoardError, ConnectError, ControlError, Result, Unreachable, VirtualBoardError,
 };
 use crate::select::MAX_WAIT;
-use crate::serial::{Serial, VirtualPort, open_tty};
+use crate::serial::{Serial, VirtualPort, open_serial};
 
 /// USB-serial bridges found on NodeMCU boards.
 pub const USB_IDS: [(u16, u16, &str); 2] = [(0x10c4, 0xea60, "CP210x"), (0x1a86, 0x7523, "CH340")];
@@ -138,7 +138,7 @@ impl Board {
                     Some(p) => p.clone(),
                     None => find_nodemcu()?,
                 };
-                let serial = Serial::new(&path, open_tty(&path, opts.profile.uart.baud)?)?;
+                let serial = open_serial(&path, opts.profile.uart.baud)?;
                 Ok(Board::new(
                     BoardKind::Nodemcu,
                     serial,
@@ -411,7 +411,7 @@ async fn probe(addr: SocketAddr) -> Result<(), ConnectError> {
 }
 
 async fn open_endpoint(serial_path: &Path, addr: &str, opts: &OpenOptions) -> Result<Board> {
-    let serial = Serial::new(serial_path, open_tty(serial_path, opts.profile.uart.baud)?)?;
+    let serial = open_serial(serial_path, opts.profile.uart.baud)?;
     let mut board = Board::new(
         BoardKind::Endpoint,
         serial,

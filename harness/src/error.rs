@@ -100,6 +100,16 @@ pub enum PortError {
         path: PathBuf,
         source: serialport::Error,
     },
+    #[error(transparent)]
+    #[diagnostic(help(
+        "a remote port is rfc2217://HOST:PORT, as ser2net or `relay-hil serve` serves it"
+    ))]
+    BadUrl(#[from] crate::rfc2217::UrlError),
+    #[error("cannot open serial port {url}: {source}")]
+    #[diagnostic(help(
+        "is a bridge serving it in RFC 2217 mode there (ser2net's telnet(rfc2217) accepter, or          `relay-hil serve`)? Its raw TCP port does not answer the option"
+    ))]
+    Remote { url: String, source: std::io::Error },
     #[error("serial port {path}: cannot set the port to {baud} baud: {source}")]
     #[diagnostic(help(
         "check the cable and your permissions (the `dialout` group on Debian and Ubuntu)"

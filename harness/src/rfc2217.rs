@@ -350,20 +350,30 @@ impl AsRawFd for Rfc2217Port {
     }
 }
 
-impl Read for Rfc2217Port {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+impl Rfc2217Port {
+    /// Waits up to the port's timeout for the local socket to be ready for `flags`: the socket
+    /// may be non-blocking, as [`crate::serial::Serial`] makes the port's descriptor.
+    fn wait(&self, flags: nix::poll::PollFlags) -> io::Result<()> {
+        use nix::poll::{PollFd, PollTimeout, poll};
         let ms = PollTimeout::try_from(self.timeout).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(self.local.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(self.local.as_fd(), flags)];
         if poll(&mut fds, ms)? == 0 {
             return Err(io::ErrorKind::TimedOut.into());
         }
+        Ok(())
+    }
+}
+
+impl Read for Rfc2217Port {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.wait(nix::poll::PollFlags::POLLIN)?;
         self.local.read(buf)
     }
 }
 
 impl Write for Rfc2217Port {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.wait(nix::poll::PollFlags::POLLOUT)?;
         self.local.write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -485,10 +495,13 @@ impl SerialPort for Rfc2217Port {
     }
     fn clear(&self, buffer_to_clear: ClearBuffer) -> serialport::Result<()> {
         if matches!(buffer_to_clear, ClearBuffer::Input | ClearBuffer::All) {
-            self.local.set_nonblocking(true)?;
+            // Without touching the descriptor's flags, which its clones and Serial share.
+            use nix::sys::socket::{MsgFlags, recv};
             let mut buf = [0u8; 4096];
-            while matches!((&self.local).read(&mut buf), Ok(n) if n > 0) {}
-            self.local.set_nonblocking(false)?;
+            while matches!(
+                recv(self.local.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT),
+                Ok(n) if n > 0
+            ) {}
         }
         let purge = match buffer_to_clear {
             ClearBuffer::Input => Purge::Receive,

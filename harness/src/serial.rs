@@ -20,6 +20,22 @@ type Result<T, E = PortError> = std::result::Result<T, E>;
 /// How long a DTR/RTS change may take over the control socket.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Opens a board's port: a local one exclusively ([`open_tty`]), or one served over RFC 2217
+/// (`rfc2217://HOST:PORT`), for the async I/O of [`Serial`].
+pub fn open_serial(path: &Path, baud: u32) -> Result<Serial> {
+    let name = path.to_string_lossy();
+    if !crate::rfc2217::Url::is_url(&name) {
+        return Serial::new(path, open_tty(path, baud)?);
+    }
+    let url = crate::rfc2217::Url::parse(&name).map_err(PortError::from)?;
+    let port =
+        crate::rfc2217::Rfc2217Port::open(&url, baud).map_err(|source| PortError::Remote {
+            url: url.to_string(),
+            source,
+        })?;
+    Serial::new(path, port)
+}
+
 /// Opens a port exclusively (TIOCEXCL and an exclusive flock: one run per board).
 pub fn open_tty(path: &Path, baud: u32) -> Result<TTYPort> {
     if !path.exists() {
@@ -371,11 +387,14 @@ impl Serial {
     /// again (closing the flasher's handle cleared the lock other opens meet).
     pub fn reclaim(&mut self) -> Result<()> {
         nix::ioctl_none_bad!(tiocexcl, nix::libc::TIOCEXCL);
-        // SAFETY: TIOCEXCL takes no argument and the fd is the open port's.
-        unsafe { tiocexcl(self.io.get_ref().as_raw_fd()) }.map_err(|e| PortError::Io {
-            path: self.path.clone(),
-            source: e.into(),
-        })?;
+        // A port served over RFC 2217 is a socket, its one connection the harness's own.
+        if nix::unistd::isatty(self.io.get_ref()).unwrap_or(false) {
+            // SAFETY: TIOCEXCL takes no argument and the fd is the open port's.
+            unsafe { tiocexcl(self.io.get_ref().as_raw_fd()) }.map_err(|e| PortError::Io {
+                path: self.path.clone(),
+                source: e.into(),
+            })?;
+        }
         self.discard_input();
         Ok(())
     }

@@ -134,3 +134,82 @@ fn a_port_that_does_not_speak_rfc2217_is_named() {
     let e = Rfc2217Port::open(&url, 115_200).err().unwrap().to_string();
     assert!(e.contains("COM-PORT-OPTION"), "{e}");
 }
+
+/// A virtual board started by hand on the `lab` network, with a fresh flash file, and its
+/// ready line: a board in a lab, whose serial line is its RFC 2217 port.
+fn remote_board(dir: &std::path::Path) -> (Child, serde_json::Value) {
+    use std::io::BufRead;
+    let mut board = common::command(&["virtual-board", "--flash-file"])
+        .arg(dir.join("flash"))
+        .env("RELAY_HIL_WIFI_SSID", "lab")
+        .env("RELAY_HIL_WIFI_PASSWORD", "")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(board.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (board, serde_json::from_str(&line).unwrap())
+}
+
+/// `--port rfc2217://…` flashes the board through its loader and runs the whole suite, its
+/// resets sent as DTR/RTS over the network: as for a NodeMCU behind ser2net in a lab.
+#[test]
+fn the_suite_flashes_and_runs_over_rfc2217() {
+    let dir = common::temp_dir("remote");
+    let (mut board, ready) = remote_board(&dir);
+    let url = format!("rfc2217://{}", ready["rfc2217"].as_str().unwrap());
+    let image = dir.join("relay.bin");
+    let out = common::relay_hil(&[
+        "image",
+        "--build-id",
+        "remote01",
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::printed(&out));
+    let out = common::command(&["run", "--port", &url, "--firmware", image.to_str().unwrap()])
+        .arg("--artifacts-dir")
+        .arg(dir.join("out"))
+        .env("RELAY_HIL_WIFI_SSID", "lab")
+        .env("RELAY_HIL_WIFI_PASSWORD", "")
+        .output()
+        .unwrap();
+    let _ = board.kill();
+    let _ = board.wait();
+    let text = common::printed(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("serial {url}")) && text.contains("build remote01"),
+        "{text}"
+    );
+    let skipped_or_passed = relay_hil::scenario::ALL.len() - 1;
+    assert!(
+        text.contains(&format!("{skipped_or_passed} passed, 0 failed")),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A malformed URL, and a port where nothing speaks RFC 2217: one line each, exit 2.
+#[test]
+fn a_bad_or_silent_remote_port_is_named() {
+    let out = common::relay_hil(&["run", "--port", "rfc2217://lab-3"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = common::printed(&out);
+    assert!(
+        text.starts_with("relay-hil: `rfc2217://lab-3` is not an RFC 2217 port: no :PORT"),
+        "{text}"
+    );
+    let raw = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("rfc2217://{}?timeout=0.5", raw.local_addr().unwrap());
+    let out = common::relay_hil(&["run", "--port", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = common::printed(&out);
+    assert!(
+        text.contains("COM-PORT-OPTION") && text.contains("hint: is a bridge serving it"),
+        "{text}"
+    );
+}
