@@ -24,6 +24,32 @@ use crate::error::{BadImage, FlashError, ImageError, LoaderError, Result};
 /// How long to wait for a boot line before taking the board's firmware as unknown.
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// `opts` for a board that can be flashed: a virtual board gets `flash_file` as its flash,
+/// checked as the board would check it and its folder made.
+pub fn with_flash_file(
+    target: &Target,
+    opts: &OpenOptions,
+    flash_file: &Path,
+) -> Result<OpenOptions> {
+    let mut opts = opts.clone();
+    if let Target::Virtual { .. } = target {
+        virtual_board::board::check_flash_file(flash_file).map_err(|reason| {
+            FlashError::FlashFile {
+                path: flash_file.to_owned(),
+                reason,
+            }
+        })?;
+        if let Some(dir) = flash_file.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| FlashError::FlashFileDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        opts.virtual_args = vec!["--flash-file".into(), flash_file.display().to_string()];
+    }
+    Ok(opts)
+}
+
 /// The default flashing rate. Both NodeMCU bridges carry it (the CP2102 up to 1 Mbaud, the
 /// CH340 up to 2 Mbaud), and the ROM meets it by autobaud: it times the host's SYNC bytes, so
 /// no divider of its own can disagree with the bridge's. esptool-ck flashed NodeMCUs through
@@ -185,27 +211,10 @@ impl Job {
     /// with [`Job::flash_file`] as its flash, checked as the board would check it and its
     /// folder made; a relay named by its serial port and address cannot be flashed.
     pub async fn attach(&self, target: &Target, opts: &OpenOptions) -> Result<Board> {
-        let mut opts = opts.clone();
-        match target {
-            Target::Virtual { .. } => {
-                let path = &self.flash_file;
-                virtual_board::board::check_flash_file(path).map_err(|reason| {
-                    FlashError::FlashFile {
-                        path: path.clone(),
-                        reason,
-                    }
-                })?;
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|source| FlashError::FlashFileDir {
-                        path: dir.to_owned(),
-                        source,
-                    })?;
-                }
-                opts.virtual_args = vec!["--flash-file".into(), path.display().to_string()];
-            }
-            Target::Port { .. } => {}
-            Target::Endpoint { .. } => return Err(FlashError::NotFlashable.into()),
+        if let Target::Endpoint { .. } = target {
+            return Err(FlashError::NotFlashable.into());
         }
+        let opts = with_flash_file(target, opts, &self.flash_file)?;
         Board::attach(target, &opts).await
     }
 

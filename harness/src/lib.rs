@@ -16,6 +16,7 @@ pub mod rfc2217;
 pub mod scenario;
 pub mod select;
 pub mod serial;
+pub mod serve;
 pub mod transcript;
 
 use std::time::Instant;

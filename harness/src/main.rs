@@ -271,6 +271,27 @@ enum Command {
         #[command(flatten)]
         board: BoardArgs,
     },
+    /// Export the board over RFC 2217, for a harness elsewhere (`--port rfc2217://HOST:PORT`),
+    /// esptool, or a labgrid exporter's NetworkSerialPort.
+    ///
+    /// One client at a time holds the board. A reset or a reset into the ROM loader that the
+    /// client asks for with DTR and RTS is performed here, at the chip's timing, as esptool's
+    /// esp_rfc2217_server does: across a network the lines arrive too slowly to do it. Prints
+    /// one JSON line once it listens; stops on Ctrl-C or SIGTERM.
+    Serve {
+        #[command(flatten)]
+        board: BoardArgs,
+
+        /// Where to listen: 0.0.0.0:PORT serves the network, as a lab needs.
+        #[arg(
+            long,
+            env = "RELAY_HIL_LISTEN",
+            value_name = "HOST:PORT",
+            default_value = "127.0.0.1:2217",
+            help_heading = "Serving"
+        )]
+        listen: std::net::SocketAddr,
+    },
     /// Run the virtual board in the foreground (`relay-hil virtual-board --help`).
     #[command(disable_help_flag = true)]
     VirtualBoard {
@@ -433,6 +454,7 @@ async fn dispatch(command: Command) -> ExitCode {
         }
         Command::Boards => boards(),
         Command::Monitor { board } => monitor(board).await,
+        Command::Serve { board, listen } => serve(board, listen).await,
         Command::VirtualBoard { .. } => unreachable!("handled before the runtime starts"),
     }
 }
@@ -617,6 +639,47 @@ fn boards() -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+async fn serve(args: BoardArgs, listen: std::net::SocketAddr) -> ExitCode {
+    let board = async {
+        let (target, opts) = args.resolve()?;
+        let opts = flash::with_flash_file(&target, &opts, &args.flash_file)?;
+        Board::attach(&target, &opts).await
+    };
+    let mut board = match board.await {
+        Ok(b) => b,
+        Err(e) => return fail(&e),
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("relay-hil: cannot listen on {listen}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = listener
+        .local_addr()
+        .map_or_else(|_| listen.to_string(), relay_hil::serve::url);
+    let serving = relay_hil::serve::Serving {
+        event: "serving",
+        url,
+        board: board.kind.to_string(),
+        serial: board.serial.path.display().to_string(),
+    };
+    println!("{}", serde_json::to_string(&serving).unwrap_or_default());
+    let stop = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    match relay_hil::serve::serve(&mut board, listener, stop).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
 }
 
 async fn monitor(args: BoardArgs) -> ExitCode {

@@ -213,3 +213,85 @@ fn a_bad_or_silent_remote_port_is_named() {
         "{text}"
     );
 }
+
+/// esptool, installed by `./hil setup` (or named by ESPTOOL).
+fn esptool() -> std::path::PathBuf {
+    let path = std::env::var_os("ESPTOOL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/tools/esptool-4.8.1/bin/esptool.py")
+        });
+    assert!(
+        path.exists(),
+        "esptool is not at {}: run ./hil setup (or set ESPTOOL)",
+        path.display()
+    );
+    path
+}
+
+/// `relay-hil serve` exporting a virtual board on the `lab` network with a fresh flash file,
+/// and the URL it serves at.
+fn served_board(dir: &std::path::Path) -> (Child, String) {
+    use std::io::BufRead;
+    let mut serve = common::command(&["serve", "--listen", "127.0.0.1:0", "--flash-file"])
+        .arg(dir.join("flash"))
+        .env("RELAY_HIL_WIFI_SSID", "lab")
+        .env("RELAY_HIL_WIFI_PASSWORD", "")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let serving: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(serving["board"], "virtual", "{line}");
+    (serve, serving["url"].as_str().unwrap().to_owned())
+}
+
+/// esptool with all its defaults (its reset into the loader before, its hard reset after)
+/// flashes a board behind `relay-hil serve`, which performs both resets next to the board;
+/// the harness then runs the new build there over the same URL.
+#[test]
+fn esptool_with_its_defaults_flashes_a_served_board() {
+    let dir = common::temp_dir("served");
+    let (mut serve, url) = served_board(&dir);
+    let image = dir.join("relay.bin");
+    let out = common::relay_hil(&[
+        "image",
+        "--build-id",
+        "served01",
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::printed(&out));
+    let out = Command::new(esptool())
+        .args(["--chip", "esp8266", "--port", &url, "write_flash", "0x0"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let log = common::printed(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("Hash of data verified.") && log.contains("Hard resetting via RTS pin"),
+        "{log}"
+    );
+    let out = common::command(&["run", "--port", &url, "--only", "echo"])
+        .arg("--artifacts-dir")
+        .arg(dir.join("out"))
+        .env("RELAY_HIL_WIFI_SSID", "lab")
+        .env("RELAY_HIL_WIFI_PASSWORD", "")
+        .output()
+        .unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let text = common::printed(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("build served01") && text.contains("1 passed, 0 failed"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
