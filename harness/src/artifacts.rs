@@ -57,13 +57,23 @@ pub struct Saved {
     pub latest: Option<std::io::Error>,
 }
 
-/// Writes a run's transcripts, serial log and JUnit XML into `folder`, and the JUnit XML also
-/// to `junit` when given.
+/// One board's share of a run's artifacts.
+pub struct BoardArtifacts<'a> {
+    /// Its folder in the run's, for a run of several boards; `None`: the run's folder itself.
+    pub folder: Option<String>,
+    /// Its JUnit test suite.
+    pub suite: String,
+    pub records: &'a [Record],
+    pub serial_log: &'a [u8],
+}
+
+/// Writes a run's artifacts into `folder`: each board's transcripts, serial log and JUnit
+/// file (in a folder of its own when there are several), the whole run's JUnit report (a
+/// suite per board) as `junit.xml` there and at `junit` if given, and for a new folder the
+/// `latest` link.
 pub fn save(
     folder: Folder<'_>,
-    records: &[Record],
-    serial_log: &[u8],
-    junit_xml: &str,
+    boards: &[BoardArtifacts<'_>],
     junit: Option<&Path>,
 ) -> Result<Saved, ArtifactsError> {
     let dir = match folder {
@@ -77,14 +87,27 @@ pub fn save(
             })?
         }
     };
-    write_artifacts(&dir, records, serial_log, junit_xml).map_err(|source| {
-        ArtifactsError::Write {
-            dir: dir.clone(),
-            source,
+    let suites: Vec<(&str, &[Record])> = boards
+        .iter()
+        .map(|b| (b.suite.as_str(), b.records))
+        .collect();
+    let junit_xml = crate::report::junit_suites(&suites);
+    let write = |dir: &Path| -> std::io::Result<()> {
+        for b in boards {
+            let own = crate::report::junit(b.records, &b.suite);
+            match &b.folder {
+                Some(name) => write_artifacts(&dir.join(name), b.records, b.serial_log, &own)?,
+                None => write_artifacts(dir, b.records, b.serial_log, &own)?,
+            }
         }
+        std::fs::write(dir.join("junit.xml"), &junit_xml)
+    };
+    write(&dir).map_err(|source| ArtifactsError::Write {
+        dir: dir.clone(),
+        source,
     })?;
     if let Some(path) = junit {
-        std::fs::write(path, junit_xml).map_err(|source| ArtifactsError::Junit {
+        std::fs::write(path, &junit_xml).map_err(|source| ArtifactsError::Junit {
             path: path.to_owned(),
             source,
         })?;
@@ -209,19 +232,62 @@ mod tests {
         ]
     }
 
+    fn one_board<'a>(records: &'a [Record], serial_log: &'a [u8]) -> BoardArtifacts<'a> {
+        BoardArtifacts {
+            folder: None,
+            suite: "relay-hil.virtual".into(),
+            records,
+            serial_log,
+        }
+    }
+
+    /// Two boards: a folder each with its own suite, and the run's report holds both suites.
+    #[test]
+    fn several_boards_get_a_folder_and_a_suite_each() {
+        let base = base("save-two");
+        let records = records();
+        let boards: Vec<BoardArtifacts<'_>> = (1..=2)
+            .map(|i| BoardArtifacts {
+                folder: Some(format!("{i}-virtual")),
+                suite: format!("relay-hil.virtual.{i}"),
+                records: &records,
+                serial_log: b"uart",
+            })
+            .collect();
+        let dir = base.join("run");
+        let saved = save(Folder::Given(&dir), &boards, None).unwrap();
+        let all = std::fs::read_to_string(saved.dir.join("junit.xml")).unwrap();
+        assert_eq!(all.matches("<testsuite ").count(), 2, "{all}");
+        assert!(
+            all.contains("<testsuites name=\"relay-hil\" tests=\"4\" failures=\"2\""),
+            "{all}"
+        );
+        for i in 1..=2 {
+            let own = std::fs::read_to_string(dir.join(format!("{i}-virtual/junit.xml"))).unwrap();
+            assert!(
+                own.contains(&format!("name=\"relay-hil.virtual.{i}\"")),
+                "{own}"
+            );
+            assert!(
+                dir.join(format!("{i}-virtual/transcripts/echo.txt"))
+                    .exists()
+            );
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
     #[test]
     fn a_new_folder_holds_the_run_and_latest_names_it() {
         let base = base("save-new");
         let junit =
             std::env::temp_dir().join(format!("relay-hil-junit-{}.xml", std::process::id()));
+        let records = records();
         let saved = save(
             Folder::New {
                 base: &base,
                 stamp: "20260101-000000",
             },
-            &records(),
-            b"uart",
-            "<xml/>",
+            &[one_board(&records, b"uart")],
             Some(&junit),
         )
         .unwrap();
@@ -237,7 +303,15 @@ mod tests {
             std::fs::read(saved.dir.join("serial.log")).unwrap(),
             b"uart"
         );
-        assert_eq!(std::fs::read_to_string(&junit).unwrap(), "<xml/>");
+        let xml = std::fs::read_to_string(&junit).unwrap();
+        assert_eq!(
+            xml,
+            std::fs::read_to_string(saved.dir.join("junit.xml")).unwrap()
+        );
+        assert!(
+            xml.contains("<testsuite name=\"relay-hil.virtual\" tests=\"2\""),
+            "{xml}"
+        );
         std::fs::remove_dir_all(&base).unwrap();
         std::fs::remove_file(&junit).unwrap();
     }
@@ -246,7 +320,8 @@ mod tests {
     fn a_given_folder_is_written_as_asked_and_latest_stays_away() {
         let base = base("save-given");
         let dir = base.join("mine");
-        let saved = save(Folder::Given(&dir), &records(), b"", "<xml/>", None).unwrap();
+        let records = records();
+        let saved = save(Folder::Given(&dir), &[one_board(&records, b"")], None).unwrap();
         assert_eq!(saved.dir, dir);
         assert!(dir.join("transcripts/echo.txt").exists());
         assert!(!base.join("latest").exists());
@@ -255,14 +330,13 @@ mod tests {
 
     #[test]
     fn an_unwritable_base_is_reported_naming_it() {
+        let records = records();
         let err = save(
             Folder::New {
                 base: Path::new("/dev/null/runs"),
                 stamp: "20260101-000000",
             },
-            &records(),
-            b"",
-            "",
+            &[one_board(&records, b"")],
             None,
         )
         .unwrap_err();

@@ -419,6 +419,9 @@ pub enum UsageError {
     #[error("--port (a NodeMCU) and --serial (another relay) exclude each other")]
     #[diagnostic(help("`relay-hil run --help` lists the board options and their variables"))]
     PortAndSerial,
+    #[error("several boards (--port A,B) are for `run`; this command takes one")]
+    #[diagnostic(help("name one board, or run the suite on all of them with `relay-hil run`"))]
+    SeveralBoards,
     #[error("--serial names a relay's port but not its --addr")]
     #[diagnostic(help("`relay-hil run --help` lists the board options and their variables"))]
     SerialWithoutAddr,

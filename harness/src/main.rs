@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use relay_hil::artifacts::{self, Folder};
 use relay_hil::board::{Board, BoardKind, OpenOptions, Target, list_ports};
-use relay_hil::error::{HilError, VirtualBoardError};
+use relay_hil::error::{HilError, UsageError, VirtualBoardError};
 use relay_hil::flash::{self, Image};
 use relay_hil::report::{self, tally};
 use relay_hil::scenario;
@@ -39,16 +39,23 @@ struct Cli {
     verbose: u8,
 }
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Board")]
 struct BoardArgs {
     /// Which kind of board; --port and --serial choose one by themselves.
     #[arg(long, env = "RELAY_HIL_BOARD", value_name = "KIND")]
     board: Option<BoardKind>,
 
-    /// A NodeMCU's serial port, or `auto` for the one on USB (CP210x or CH340).
-    #[arg(long, env = "RELAY_HIL_PORT", value_name = "PATH|auto")]
-    port: Option<String>,
+    /// A NodeMCU's serial port, `auto` for the one on USB (CP210x or CH340), or
+    /// rfc2217://HOST:PORT[?OPTIONS] for one served over the network. `run` takes several
+    /// (repeated or comma-separated; `virtual` for a virtual board) and runs them at once.
+    #[arg(
+        long,
+        env = "RELAY_HIL_PORT",
+        value_name = "PATH|auto|URL",
+        value_delimiter = ','
+    )]
+    port: Vec<String>,
 
     /// The serial port of any other relay; needs --addr.
     #[arg(
@@ -89,7 +96,7 @@ struct BoardArgs {
 }
 
 /// `run`'s flashing: an image to flash first, if any.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Flashing")]
 struct FirmwareArgs {
     /// Flash this ESP8266 image first (firmware.bin from PlatformIO, or `relay-hil image`).
@@ -301,10 +308,36 @@ enum Command {
 }
 
 impl BoardArgs {
+    /// One board's options for each board named: `run` takes several.
+    fn each(&self) -> Vec<BoardArgs> {
+        if self.port.len() < 2 {
+            return vec![self.clone()];
+        }
+        let stem = self.flash_file.with_extension("");
+        self.port
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let virtual_board = port == "virtual";
+                BoardArgs {
+                    board: virtual_board.then_some(BoardKind::Virtual).or(self.board),
+                    port: if virtual_board {
+                        Vec::new()
+                    } else {
+                        vec![port.clone()]
+                    },
+                    // Virtual boards flashed at once each keep their own flash.
+                    flash_file: stem.with_extension(format!("{}.flash", i + 1)),
+                    ..self.clone()
+                }
+            })
+            .collect()
+    }
+
     fn selection(&self) -> Selection {
         Selection {
             board: self.board,
-            port: self.port.clone(),
+            port: self.port.first().cloned(),
             serial: self.serial.clone(),
             addr: self.addr.clone(),
             profile: self.profile.clone(),
@@ -314,6 +347,9 @@ impl BoardArgs {
 
     /// The board to open; the virtual board is this program's `virtual-board` command.
     fn resolve(&self) -> Result<(Target, OpenOptions), HilError> {
+        if self.port.len() > 1 {
+            return Err(UsageError::SeveralBoards.into());
+        }
         let me = std::env::current_exe().map_err(VirtualBoardError::Program)?;
         self.selection().resolve((me, vec!["virtual-board".into()]))
     }
@@ -484,41 +520,50 @@ async fn run(
     };
     // The run's name is when it started; its folder is claimed once there are results.
     let stamp = artifacts::stamp(SystemTime::now());
-    let mut board = match args
-        .open_flashed(
-            firmware.firmware.as_deref(),
-            firmware.force,
-            firmware.flash_baud,
-        )
-        .await
-    {
-        Ok(b) => b,
-        Err(e) => return fail(&e),
-    };
-    let banner = board.banner.as_ref();
-    println!(
-        "board: {} ({}), build {}, serial {}, relay {}",
-        board.kind,
-        board.profile.name,
-        banner.map_or("unknown", |b| b.build.as_str()),
-        board.serial.path.display(),
-        board.tcp
-    );
-    let bar = ProgressBar::new(chosen.len() as u64).with_style(
-        ProgressStyle::with_template("{pos}/{len} {wide_msg}").expect("a valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
     let started = Instant::now();
-    let records = relay_hil::run(&mut board, &chosen, |s, done| match done {
-        None => bar.set_message(format!("{}: {}", s.name, s.about)),
-        Some(_) => bar.inc(1),
-    })
-    .await;
-    bar.finish_and_clear();
-    print!("{}", report::table(&records));
-
-    let suite = format!("relay-hil.{}", board.kind);
-    let xml = report::junit(&records, &suite);
+    let boards = args.each();
+    let several = boards.len() > 1;
+    let local = tokio::task::LocalSet::new();
+    let runs = local
+        .run_until(async {
+            let tasks: Vec<_> = boards
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let label = several.then(|| format!("board {}: ", i + 1));
+                    tokio::task::spawn_local(run_board(b, firmware.clone(), chosen.clone(), label))
+                })
+                .collect();
+            let mut runs = Vec::new();
+            for t in tasks {
+                runs.push(
+                    t.await
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+                );
+            }
+            runs
+        })
+        .await;
+    let mut done = Vec::new();
+    let mut unusable = false;
+    for (i, run) in runs.into_iter().enumerate() {
+        match run {
+            Ok(r) => {
+                if several {
+                    println!("board {}: {} ({})", i + 1, r.kind, r.serial);
+                }
+                print!("{}", report::table(&r.records));
+                done.push((i, r));
+            }
+            Err(e) => {
+                unusable = true;
+                if several {
+                    eprint!("board {}: ", i + 1);
+                }
+                fail(&e);
+            }
+        }
+    }
     let base = artifacts::default_base();
     let folder = match &artifacts_dir {
         Some(dir) => Folder::Given(dir),
@@ -527,31 +572,98 @@ async fn run(
             stamp: &stamp,
         },
     };
-    let saved = match artifacts::save(folder, &records, board.serial.log(), &xml, junit.as_deref())
-    {
-        Ok(saved) => saved,
-        Err(e) => return fail(&e),
-    };
-    if let Some(e) = saved.latest {
-        // The run's own folder is whole; only the shortcut to it is stale.
-        eprintln!(
-            "relay-hil: warning: cannot point {} at {}: {e}",
-            base.join("latest").display(),
-            saved.dir.display()
+    // One JUnit suite for each board, and with several boards one folder each in the run's.
+    let boards: Vec<artifacts::BoardArtifacts<'_>> = done
+        .iter()
+        .map(|(i, r)| artifacts::BoardArtifacts {
+            folder: several.then(|| format!("{}-{}", i + 1, r.kind)),
+            suite: match several {
+                true => format!("relay-hil.{}.{}", r.kind, i + 1),
+                false => format!("relay-hil.{}", r.kind),
+            },
+            records: &r.records,
+            serial_log: &r.serial_log,
+        })
+        .collect();
+    if !boards.is_empty() {
+        let saved = match artifacts::save(folder, &boards, junit.as_deref()) {
+            Ok(saved) => saved,
+            Err(e) => return fail(&e),
+        };
+        if let Some(e) = saved.latest {
+            // The run's own folder is whole; only the shortcut to it is stale.
+            eprintln!(
+                "relay-hil: warning: cannot point {} at {}: {e}",
+                base.join("latest").display(),
+                saved.dir.display()
+            );
+        }
+        println!(
+            "artifacts: {} ({:.1}s)",
+            saved.dir.display(),
+            started.elapsed().as_secs_f64()
         );
     }
-    let dir = saved.dir;
-    println!(
-        "artifacts: {} ({:.1}s)",
-        dir.display(),
-        started.elapsed().as_secs_f64()
-    );
-    let (_, failed, _) = tally(&records);
-    if failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    let failed = done.iter().any(|(_, r)| tally(&r.records).1 > 0);
+    match (unusable, failed) {
+        (true, _) => ExitCode::from(2),
+        (false, true) => ExitCode::FAILURE,
+        (false, false) => ExitCode::SUCCESS,
     }
+}
+
+/// What one board's run produced.
+struct BoardRun {
+    kind: BoardKind,
+    serial: String,
+    records: Vec<report::Record>,
+    serial_log: Vec<u8>,
+}
+
+/// Opens (and flashes) one board, prints its line, and runs `chosen` on it; `label` names the
+/// board among several, whose runs show no progress bar.
+async fn run_board(
+    args: BoardArgs,
+    firmware: FirmwareArgs,
+    chosen: Vec<&'static scenario::Scenario>,
+    label: Option<String>,
+) -> Result<BoardRun, HilError> {
+    let mut board = args
+        .open_flashed(
+            firmware.firmware.as_deref(),
+            firmware.force,
+            firmware.flash_baud,
+        )
+        .await?;
+    let banner = board.banner.as_ref();
+    println!(
+        "{}{} ({}), build {}, serial {}, relay {}",
+        label.as_deref().unwrap_or("board: "),
+        board.kind,
+        board.profile.name,
+        banner.map_or("unknown", |b| b.build.as_str()),
+        board.serial.path.display(),
+        board.tcp
+    );
+    let bar = match label {
+        Some(_) => ProgressBar::hidden(),
+        None => ProgressBar::new(chosen.len() as u64).with_style(
+            ProgressStyle::with_template("{pos}/{len} {wide_msg}").expect("a valid template"),
+        ),
+    };
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let records = relay_hil::run(&mut board, &chosen, |s, done| match done {
+        None => bar.set_message(format!("{}: {}", s.name, s.about)),
+        Some(_) => bar.inc(1),
+    })
+    .await;
+    bar.finish_and_clear();
+    Ok(BoardRun {
+        kind: board.kind,
+        serial: board.serial.path.display().to_string(),
+        records,
+        serial_log: board.serial.log().to_vec(),
+    })
 }
 
 async fn bench(args: BoardArgs, opts: BenchArgs) -> ExitCode {

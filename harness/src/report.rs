@@ -69,14 +69,32 @@ fn xml(s: &str) -> String {
 
 /// A JUnit XML report: one testsuite for the board, one testcase per scenario.
 pub fn junit(records: &[Record], suite: &str) -> String {
-    let (_, fail, skip) = tally(records);
-    let total: f64 = records.iter().map(|r| r.elapsed.as_secs_f64()).sum();
+    junit_suites(&[(suite, records)])
+}
+
+/// A JUnit XML report with a testsuite for each board, one testcase per scenario.
+pub fn junit_suites(suites: &[(&str, &[Record])]) -> String {
+    let all: Vec<&Record> = suites.iter().flat_map(|(_, r)| r.iter()).collect();
+    let count = |o: fn(&Outcome) -> bool| all.iter().filter(|r| o(&r.outcome)).count();
+    let fail = count(|o| matches!(o, Outcome::Fail(_)));
+    let skip = count(|o| matches!(o, Outcome::Skip(_)));
+    let total: f64 = all.iter().map(|r| r.elapsed.as_secs_f64()).sum();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
         "<testsuites name=\"relay-hil\" tests=\"{}\" failures=\"{fail}\" skipped=\"{skip}\" time=\"{total:.3}\">",
-        records.len()
+        all.len()
     );
+    for (suite, records) in suites {
+        suite_xml(&mut out, records, suite);
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+fn suite_xml(out: &mut String, records: &[Record], suite: &str) {
+    let (_, fail, skip) = tally(records);
+    let total: f64 = records.iter().map(|r| r.elapsed.as_secs_f64()).sum();
     let _ = writeln!(
         out,
         "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{fail}\" skipped=\"{skip}\" time=\"{total:.3}\">",
@@ -115,8 +133,7 @@ pub fn junit(records: &[Record], suite: &str) -> String {
             }
         }
     }
-    out.push_str("  </testsuite>\n</testsuites>\n");
-    out
+    out.push_str("  </testsuite>\n");
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use rstest::rstest;
 
 mod common;
 
-use common::{BIN, relay_hil, temp_dir};
+use common::{BIN, printed, relay_hil, temp_dir};
 
 /// The run succeeded and each of `passed` has a `pass` row.
 fn assert_passed(out: &std::process::Output, passed: &[&str]) -> String {
@@ -539,5 +539,96 @@ fn the_readme_lists_the_virtual_board_s_options() {
     assert_eq!(
         table, shown,
         "options in the README's table that --help lacks:\n{help}"
+    );
+}
+
+/// Two virtual boards named at once run side by side: one exit code, a folder and a JUnit
+/// suite for each, and the run's report holding both. Side by side, the whole run takes less
+/// than its two suites' times added up (each waits out slow_reader's 5 s stall timeout), which
+/// only a run that took the boards in turn could not.
+#[rstest]
+fn two_boards_run_side_by_side_with_a_suite_each() {
+    let dir = temp_dir("two-boards");
+    let started = std::time::Instant::now();
+    let out = relay_hil(&[
+        "run",
+        "--port",
+        "virtual,virtual",
+        "--artifacts-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let took = started.elapsed();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        table.matches("10 passed, 0 failed, 1 skipped").count(),
+        2,
+        "{table}"
+    );
+    let all = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    assert_eq!(all.matches("<testsuite ").count(), 2, "{all}");
+    let mut suites = 0.0;
+    for i in 1..=2 {
+        let own = std::fs::read_to_string(dir.join(format!("{i}-virtual/junit.xml"))).unwrap();
+        assert!(
+            own.contains(&format!("<testsuite name=\"relay-hil.virtual.{i}\"")),
+            "{own}"
+        );
+        let time = own.split("<testsuite ").nth(1).unwrap();
+        let time = time
+            .split("time=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        suites += time.parse::<f64>().unwrap();
+        assert!(dir.join(format!("{i}-virtual/serial.log")).is_file());
+    }
+    assert!(
+        took.as_secs_f64() < suites,
+        "the run took {took:?}, its suites {suites:.1} s added up: not side by side"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A board that cannot be used among several: the others still run and report, and the run
+/// exits 2, naming which board failed.
+#[rstest]
+fn one_unusable_board_among_several_exits_2_and_the_others_still_report() {
+    let dir = temp_dir("one-missing");
+    let out = relay_hil(&[
+        "run",
+        "--port",
+        "virtual,/dev/no-such-board",
+        "--only",
+        "echo",
+        "--artifacts-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let text = printed(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("board 2: relay-hil: serial port /dev/no-such-board does not exist"),
+        "{text}"
+    );
+    assert!(text.contains("1 passed, 0 failed"), "{text}");
+    assert!(dir.join("1-virtual/junit.xml").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Several boards are for `run`: any other command names the rule.
+#[rstest]
+fn several_boards_are_for_run_only() {
+    let out = relay_hil(&["monitor", "--port", "virtual,virtual"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        printed(&out).contains("several boards (--port A,B) are for `run`"),
+        "{}",
+        printed(&out)
     );
 }
