@@ -42,6 +42,9 @@ pub enum HilError {
     #[diagnostic(transparent)]
     Usage(#[from] UsageError),
     #[error(transparent)]
+    #[diagnostic(transparent)]
+    Labgrid(#[from] LabgridError),
+    #[error(transparent)]
     #[diagnostic(help("see the README's \"Board profiles\" for every key"))]
     Profile(#[from] nodemcu::profile::ProfileError),
     /// A boot line or banner the harness cannot read.
@@ -58,6 +61,39 @@ impl HilError {
 }
 
 pub type Result<T, E = HilError> = std::result::Result<T, E>;
+
+/// A labgrid place: acquiring it and finding its serial port.
+#[derive(Debug, Error, Diagnostic)]
+pub enum LabgridError {
+    #[error("cannot run labgrid-client: {source}")]
+    #[diagnostic(help(
+        "install labgrid 26 (`pip install labgrid==26.0.1`; ./hil setup puts one in \
+         target/tools/labgrid-26.0.1/bin) and put labgrid-client on PATH"
+    ))]
+    Client { source: std::io::Error },
+    #[error("labgrid place {place}: `labgrid-client {command}` failed: {message}")]
+    #[diagnostic(help(
+        "LG_COORDINATOR names the coordinator (default 127.0.0.1:20408); `labgrid-client \
+         places` lists the places"
+    ))]
+    Refused {
+        place: String,
+        command: String,
+        message: String,
+    },
+    #[error("labgrid place {place} is acquired by {holder}")]
+    #[diagnostic(help("wait for its holder to release it, or choose another place"))]
+    Held { place: String, holder: String },
+    #[error("labgrid place {place} has no NetworkSerialPort (it has: {found})")]
+    #[diagnostic(help(
+        "export the board's serial port: a USBSerialPort (served through ser2net), or \
+         `relay-hil serve` published as a NetworkSerialPort"
+    ))]
+    NoSerialPort { place: String, found: String },
+    #[error("labgrid place {place}: its NetworkSerialPort speaks {protocol}, not rfc2217")]
+    #[diagnostic(help("the harness resets and flashes the board over RFC 2217"))]
+    Protocol { place: String, protocol: String },
+}
 
 /// The serial port: finding, opening, locking and using it.
 #[derive(Debug, Error, Diagnostic)]
@@ -419,7 +455,7 @@ pub enum UsageError {
     #[error("--port (a NodeMCU) and --serial (another relay) exclude each other")]
     #[diagnostic(help("`relay-hil run --help` lists the board options and their variables"))]
     PortAndSerial,
-    #[error("several boards (--port A,B) are for `run`; this command takes one")]
+    #[error("several boards (--port A,B, --labgrid A,B) are for `run`; this command takes one")]
     #[diagnostic(help("name one board, or run the suite on all of them with `relay-hil run`"))]
     SeveralBoards,
     #[error("--serial names a relay's port but not its --addr")]

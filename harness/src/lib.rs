@@ -10,6 +10,7 @@ pub mod board;
 pub mod error;
 pub mod flash;
 pub mod image;
+pub mod labgrid;
 pub mod net;
 pub mod report;
 pub mod rfc2217;

@@ -13,6 +13,7 @@ use relay_hil::artifacts::{self, Folder};
 use relay_hil::board::{Board, BoardKind, OpenOptions, Target, list_ports};
 use relay_hil::error::{HilError, UsageError, VirtualBoardError};
 use relay_hil::flash::{self, Image};
+use relay_hil::labgrid;
 use relay_hil::report::{self, tally};
 use relay_hil::scenario;
 use relay_hil::select::Selection;
@@ -56,6 +57,18 @@ struct BoardArgs {
         value_delimiter = ','
     )]
     port: Vec<String>,
+
+    /// A labgrid place: acquired (unless the caller holds it already), reached over its
+    /// NetworkSerialPort, released at the end. The coordinator is LG_COORDINATOR's. `run`
+    /// takes several (repeated or comma-separated).
+    #[arg(
+        long,
+        env = "LG_PLACE",
+        value_name = "PLACE",
+        value_delimiter = ',',
+        conflicts_with = "serial"
+    )]
+    labgrid: Vec<String>,
 
     /// The serial port of any other relay; needs --addr.
     #[arg(
@@ -308,30 +321,54 @@ enum Command {
 }
 
 impl BoardArgs {
-    /// One board's options for each board named: `run` takes several.
+    /// One board's options for each board named (ports, then places): `run` takes several.
     fn each(&self) -> Vec<BoardArgs> {
-        if self.port.len() < 2 {
+        if self.port.len() + self.labgrid.len() < 2 {
             return vec![self.clone()];
         }
         let stem = self.flash_file.with_extension("");
-        self.port
-            .iter()
+        let ports = self.port.iter().map(|p| (Some(p), None));
+        let places = self.labgrid.iter().map(|p| (None, Some(p)));
+        ports
+            .chain(places)
             .enumerate()
-            .map(|(i, port)| {
-                let virtual_board = port == "virtual";
+            .map(|(i, (port, place))| {
+                let virtual_board = port.is_some_and(|p| p == "virtual");
                 BoardArgs {
                     board: virtual_board.then_some(BoardKind::Virtual).or(self.board),
-                    port: if virtual_board {
-                        Vec::new()
-                    } else {
-                        vec![port.clone()]
-                    },
+                    port: port
+                        .filter(|_| !virtual_board)
+                        .cloned()
+                        .into_iter()
+                        .collect(),
+                    labgrid: place.cloned().into_iter().collect(),
                     // Virtual boards flashed at once each keep their own flash.
                     flash_file: stem.with_extension(format!("{}.flash", i + 1)),
                     ..self.clone()
                 }
             })
             .collect()
+    }
+
+    /// These options with a labgrid place resolved to its serial port, and the lease that
+    /// keeps the place until it drops.
+    async fn leased(&self) -> Result<(BoardArgs, Option<labgrid::Lease>), HilError> {
+        match self.labgrid.as_slice() {
+            [] => Ok((self.clone(), None)),
+            [place] if self.port.is_empty() => {
+                let place = place.clone();
+                let lease = tokio::task::spawn_blocking(move || labgrid::lease(&place))
+                    .await
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+                let args = BoardArgs {
+                    port: vec![lease.url.clone()],
+                    labgrid: Vec::new(),
+                    ..self.clone()
+                };
+                Ok((args, Some(lease)))
+            }
+            _ => Err(UsageError::SeveralBoards.into()),
+        }
     }
 
     fn selection(&self) -> Selection {
@@ -347,7 +384,7 @@ impl BoardArgs {
 
     /// The board to open; the virtual board is this program's `virtual-board` command.
     fn resolve(&self) -> Result<(Target, OpenOptions), HilError> {
-        if self.port.len() > 1 {
+        if self.port.len() + self.labgrid.len() > 1 {
             return Err(UsageError::SeveralBoards.into());
         }
         let me = std::env::current_exe().map_err(VirtualBoardError::Program)?;
@@ -460,6 +497,10 @@ async fn dispatch(command: Command) -> ExitCode {
             artifacts_dir,
         } => run(board, firmware, only, junit, artifacts_dir).await,
         Command::Flash { board, firmware } => {
+            let (board, _lease) = match board.leased().await {
+                Ok(x) => x,
+                Err(e) => return fail(&e),
+            };
             match board
                 .open_flashed(
                     Some(&firmware.firmware),
@@ -481,7 +522,13 @@ async fn dispatch(command: Command) -> ExitCode {
             output,
             size,
         } => image(build_id, &output, size),
-        Command::Bench { board, bench: b } => bench(board, b).await,
+        Command::Bench { board, bench: b } => {
+            let (board, _lease) = match board.leased().await {
+                Ok(x) => x,
+                Err(e) => return fail(&e),
+            };
+            bench(board, b).await
+        }
         Command::Scenarios => {
             for s in scenario::ALL {
                 println!("{:<16} {}", s.name, s.about);
@@ -489,8 +536,20 @@ async fn dispatch(command: Command) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Boards => boards(),
-        Command::Monitor { board } => monitor(board).await,
-        Command::Serve { board, listen } => serve(board, listen).await,
+        Command::Monitor { board } => {
+            let (board, _lease) = match board.leased().await {
+                Ok(x) => x,
+                Err(e) => return fail(&e),
+            };
+            monitor(board).await
+        }
+        Command::Serve { board, listen } => {
+            let (board, _lease) = match board.leased().await {
+                Ok(x) => x,
+                Err(e) => return fail(&e),
+            };
+            serve(board, listen).await
+        }
         Command::VirtualBoard { .. } => unreachable!("handled before the runtime starts"),
     }
 }
@@ -628,6 +687,7 @@ async fn run_board(
     chosen: Vec<&'static scenario::Scenario>,
     label: Option<String>,
 ) -> Result<BoardRun, HilError> {
+    let (args, _lease) = args.leased().await?;
     let mut board = args
         .open_flashed(
             firmware.firmware.as_deref(),

@@ -627,7 +627,7 @@ fn several_boards_are_for_run_only() {
     let out = relay_hil(&["monitor", "--port", "virtual,virtual"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        printed(&out).contains("several boards (--port A,B) are for `run`"),
+        printed(&out).contains("several boards (--port A,B, --labgrid A,B) are for `run`"),
         "{}",
         printed(&out)
     );
