@@ -419,6 +419,9 @@ pub enum ArtifactsError {
 /// A benchmark that could not finish: a helper that would not start, or a relay that stopped.
 #[derive(Debug, Error, Diagnostic)]
 pub enum BenchError {
+    #[error("benchmark failed: remoteness: {why}")]
+    #[diagnostic(help("a smaller run (--smoke) or -v shows where it stops"))]
+    Remote { why: String },
     #[error("benchmark failed: {what}: cannot run {what} ({source})")]
     #[diagnostic(help("install it with: apt-get install ser2net socat (`./hil setup` does)"))]
     Missing {

@@ -196,6 +196,12 @@ struct BenchArgs {
     #[arg(long)]
     smoke: bool,
 
+    /// Measure instead the cost of remoteness: a 300,000-byte flash and the whole suite on a
+    /// virtual board over RFC 2217 through `relay-hil serve`, against one on its own port,
+    /// interleaved --reps times (once with --smoke); the ratios are remote over own.
+    #[arg(long, conflicts_with_all = ["with_ser2net", "baud"])]
+    remote: bool,
+
     /// Write every figure as JSON to FILE (`-`: stdout, and the table goes to stderr).
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     json: Option<PathBuf>,
@@ -728,6 +734,9 @@ async fn run_board(
 
 async fn bench(args: BoardArgs, opts: BenchArgs) -> ExitCode {
     use relay_hil::bench::{self, Machine, Plan};
+    if opts.remote {
+        return remoteness(args, opts).await;
+    }
     let plan = if opts.smoke {
         Plan::smoke()
     } else {
@@ -768,6 +777,55 @@ async fn bench(args: BoardArgs, opts: BenchArgs) -> ExitCode {
     }
     if let Some(path) = opts.json {
         let text = serde_json::to_string_pretty(&report.json()).expect("figures serialise");
+        let written = if to_stdout {
+            println!("{text}");
+            Ok(())
+        } else {
+            std::fs::write(&path, text + "\n")
+        };
+        if let Err(e) = written {
+            eprintln!("relay-hil: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `bench --remote`: the suite and a flash over RFC 2217 against the board's own port.
+async fn remoteness(args: BoardArgs, opts: BenchArgs) -> ExitCode {
+    let (target, open) = match args.resolve() {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    let Target::Virtual { program, .. } = &target else {
+        eprintln!("relay-hil: --remote measures virtual boards: name no board");
+        return ExitCode::from(2);
+    };
+    let reps = if opts.smoke { 1 } else { opts.reps as usize };
+    let dir = std::env::temp_dir().join(format!("relay-hil-remote-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("relay-hil: cannot make {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
+    let spinner = spinner("starting".into());
+    let measured = relay_hil::bench::remote::measure(program, &open, &dir, reps, |m| {
+        spinner.set_message(m.to_owned())
+    })
+    .await;
+    spinner.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = match measured {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let to_stdout = opts.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    if to_stdout {
+        eprint!("{}", r.table());
+    } else {
+        print!("{}", r.table());
+    }
+    if let Some(path) = opts.json {
+        let text = serde_json::to_string_pretty(&r).expect("times serialise");
         let written = if to_stdout {
             println!("{text}");
             Ok(())

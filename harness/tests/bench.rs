@@ -218,3 +218,26 @@ fn reps_are_bounded(#[case] reps: &str) {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("1..=100"), "{err}");
 }
+
+/// `bench --remote --smoke`: one rep of a flash and the suite on a virtual board's own port and
+/// over RFC 2217 through `relay-hil serve`, every scenario passing on both (a failure stops the
+/// bench), each time recorded. It never checks speed.
+#[rstest]
+fn remoteness_smoke_measures_both_paths() {
+    let out = relay_hil(&["bench", "--remote", "--smoke", "--json", "-"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["reps"], 1, "{doc}");
+    for path in ["direct", "rfc2217"] {
+        for figure in ["flash", "suite"] {
+            let times = doc[path][figure].as_array().unwrap();
+            assert_eq!(times.len(), 1, "{doc}");
+            assert!(times[0].as_f64().unwrap() > 0.0, "{doc}");
+        }
+    }
+    assert!(
+        err.contains("rfc2217 (serve)"),
+        "the table is on stderr: {err}"
+    );
+}

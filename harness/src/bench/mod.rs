@@ -5,6 +5,7 @@
 //! and max, with ratios to ser2net tuned.
 
 pub mod measure;
+pub mod remote;
 pub mod report;
 pub mod rig;
 pub mod setup;
