@@ -4,7 +4,9 @@
 //! The coordinator is `labgrid-client`'s own business: `LG_COORDINATOR` (default
 //! `127.0.0.1:20408`) reaches it unchanged. A place the caller has acquired already is used and
 //! left acquired; one the harness acquires it releases when the [`Lease`] drops: at the end of
-//! the command, on an error, and on Ctrl-C.
+//! the command, on an error, and on Ctrl-C. A place with a power switch (a `*PowerPort`
+//! resource, driven by labgrid's power driver) is power-cycled first: every command starts
+//! from a cold boot.
 
 use std::process::{Command, Output};
 
@@ -33,6 +35,20 @@ impl Drop for Lease {
             Ok(_) => tracing::info!(place = %self.place, "released"),
             Err(e) => eprintln!("relay-hil: warning: {e}"),
         }
+    }
+}
+
+impl Lease {
+    /// Whether the place has a power switch (a `*PowerPort` resource).
+    pub fn has_power(&self) -> bool {
+        self.resources.iter().any(|r| r.ends_with("PowerPort"))
+    }
+
+    /// Cuts the board's power and restores it, through the place's power driver.
+    pub fn power_cycle(&self) -> Result<(), LabgridError> {
+        client(&self.place, &["power", "cycle"])?;
+        tracing::info!(place = %self.place, "power-cycled");
+        Ok(())
     }
 }
 

@@ -363,9 +363,16 @@ impl BoardArgs {
             [] => Ok((self.clone(), None)),
             [place] if self.port.is_empty() => {
                 let place = place.clone();
-                let lease = tokio::task::spawn_blocking(move || labgrid::lease(&place))
-                    .await
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+                // A place with a power switch starts from a cold boot.
+                let lease = tokio::task::spawn_blocking(move || {
+                    let lease = labgrid::lease(&place)?;
+                    if lease.has_power() {
+                        lease.power_cycle()?;
+                    }
+                    Ok::<_, HilError>(lease)
+                })
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
                 let args = BoardArgs {
                     port: vec![lease.url.clone()],
                     labgrid: Vec::new(),
@@ -896,6 +903,7 @@ async fn serve(args: BoardArgs, listen: std::net::SocketAddr) -> ExitCode {
         url,
         board: board.kind.to_string(),
         serial: board.serial.path.display().to_string(),
+        control: board.control.map(|c| c.to_string()),
     };
     println!("{}", serde_json::to_string(&serving).unwrap_or_default());
     let stop = async {

@@ -80,6 +80,9 @@ pub struct Serving {
     pub url: String,
     pub board: String,
     pub serial: String,
+    /// A virtual board's control socket (its reset lines and power), for a lab's power switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
 }
 
 /// Serves `board` on `listener`, one client at a time, until `stop` resolves; a client that

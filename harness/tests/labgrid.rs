@@ -1,7 +1,8 @@
 //! The suite through a labgrid place: labgrid 26 (installed by ./hil setup under target/tools)
 //! runs a coordinator and an exporter on 127.0.0.1; the exporter publishes a virtual board,
 //! exported by `relay-hil serve`, as a NetworkSerialPort; `relay-hil run --labgrid PLACE`
-//! acquires the place, runs, and releases it: at the end, on a failure and on Ctrl-C.
+//! acquires the place, power-cycles the board through the place's power switch, runs, and
+//! releases it: at the end, on a failure and on Ctrl-C.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -39,6 +40,49 @@ struct Lab {
     bin: PathBuf,
     dir: PathBuf,
     children: Vec<Child>,
+    /// Every level the power switch was set to, in order.
+    power: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// A power switch as labgrid's `simplerest` model drives it (`labgrid/driver/power/
+/// simplerest.py`): `GET /power/0/1` sets it, `GET /power/0` reads it. It switches the
+/// virtual board's power through its control socket.
+fn power_switch(control: String, seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut on = "1".to_owned();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut request = String::new();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            // The headers, up to the blank line.
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let path = request.split(' ').nth(1).unwrap_or("");
+            if let Some(level) = path.strip_prefix("/power/0/") {
+                let mut board = std::net::TcpStream::connect(&control).unwrap();
+                writeln!(board, "power {level}").unwrap();
+                let mut reply = String::new();
+                BufReader::new(board).read_line(&mut reply).unwrap();
+                assert!(reply.starts_with("ok"), "power {level}: {reply}");
+                seen.lock().unwrap().push(level.to_owned());
+                on = level.to_owned();
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{on}",
+                on.len()
+            );
+        }
+    });
+    port
 }
 
 impl Drop for Lab {
@@ -62,6 +106,7 @@ impl Lab {
             bin: bin.clone(),
             dir: dir.clone(),
             children: Vec::new(),
+            power: Default::default(),
         };
         lab.children.push(
             // Its places and resources files go to its working folder.
@@ -89,24 +134,34 @@ impl Lab {
         let serving: serde_json::Value = serde_json::from_str(&line).unwrap();
         let url = serving["url"].as_str().unwrap();
         let port = url.rsplit(':').next().unwrap();
+        let control = serving["control"].as_str().unwrap().to_owned();
+        let switch = power_switch(control, lab.power.clone());
         let config = dir.join("exporter.yaml");
         std::fs::write(
             &config,
             format!(
                 "nodemcu:\n  NetworkSerialPort:\n    host: 127.0.0.1\n    port: {port}\n    \
-                 speed: 115200\ndead:\n  NetworkSerialPort:\n    host: 127.0.0.1\n    port: {}\n",
+                 speed: 115200\n  NetworkPowerPort:\n    model: simplerest\n    \
+                 host: 'http://127.0.0.1:{switch}/power/{{index}}/{{value}}'\n    index: 0\n\
+                 dead:\n  NetworkSerialPort:\n    host: 127.0.0.1\n    port: {}\n",
                 free_port()
             ),
         )
         .unwrap();
-        // The exporter retries until the coordinator listens.
+        // The exporter gives up on a coordinator that does not listen yet: wait for it (it
+        // announces nothing; its port answering is the sign).
+        let until = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(&coordinator).is_err() {
+            assert!(Instant::now() < until, "the coordinator never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         lab.children.push(
             Command::new(bin.join("labgrid-exporter"))
                 .args(["-c", &coordinator, "-n", "lab", "--hostname", "127.0.0.1"])
                 .arg(&config)
                 .current_dir(&dir)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("exporter.log")).unwrap())
                 .spawn()
                 .unwrap(),
         );
@@ -199,6 +254,11 @@ fn the_suite_runs_through_a_labgrid_place_and_every_way_out_releases_it() {
     let text = common::printed(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("build lab00001"), "{text}");
+    assert_eq!(
+        *lab.power.lock().unwrap(),
+        ["0", "1"],
+        "the place's power switch cut and restored the power first"
+    );
     let passed = relay_hil::scenario::ALL.len() - 1;
     assert!(
         text.contains(&format!("{passed} passed, 0 failed")),
