@@ -84,6 +84,8 @@ pub struct Board {
     pub limits: Config,
     /// The virtual board's control socket (reset lines, power).
     pub control: Option<SocketAddr>,
+    /// The lab's reset line, when it resets the board instead of DTR/RTS.
+    reset: Option<ExternalReset>,
     /// What to provision a board with that has other credentials, or none.
     wifi: Option<Wifi>,
     /// A real board's TCP address when its banner's IP is not the one to use.
@@ -117,6 +119,24 @@ pub struct OpenOptions {
     pub wifi: Option<Wifi>,
     /// Extra arguments for a virtual board (its flash file, when one is flashed).
     pub virtual_args: Vec<String>,
+    /// A reset line of the lab's, used instead of DTR/RTS to reset the board.
+    pub reset: Option<ExternalReset>,
+}
+
+/// A reset line outside the serial port (a lab's relay or GPIO on EN): asserting it holds the
+/// chip in reset, as labgrid's DigitalOutputResetDriver has it.
+#[derive(Clone)]
+pub struct ExternalReset {
+    /// What it is, for messages.
+    pub name: String,
+    /// Asserts (`true`) or releases the line; blocking.
+    pub set: std::sync::Arc<dyn Fn(bool) -> std::result::Result<(), String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for ExternalReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
 }
 
 impl Board {
@@ -167,6 +187,7 @@ impl Board {
             banner: None,
             limits: opts.profile.relay,
             control: None,
+            reset: opts.reset.clone(),
             wifi: opts.wifi.clone(),
             addr,
             _process: process,
@@ -192,6 +213,22 @@ impl Board {
 
     /// Pulses EN through RTS; GPIO0 stays high, so the firmware boots.
     async fn pulse_reset(&mut self) -> Result<()> {
+        if let Some(line) = self.reset.clone() {
+            let set = |level: bool| {
+                let line = line.clone();
+                async move {
+                    let name = line.name.clone();
+                    tokio::task::spawn_blocking(move || (line.set)(level))
+                        .await
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+                        .map_err(|why| BoardError::ExternalReset { name, why })
+                }
+            };
+            set(true).await?;
+            tokio::time::sleep(RESET_PULSE).await;
+            self.serial.discard_input();
+            return Ok(set(false).await?);
+        }
         self.serial.set_lines(false, true)?;
         tokio::time::sleep(RESET_PULSE).await;
         self.serial.discard_input();

@@ -185,6 +185,9 @@ pub enum Unreachable {
 /// The board behind the port: found, reset, identified and provisioned.
 #[derive(Debug, Error, Diagnostic)]
 pub enum BoardError {
+    #[error("cannot reset the board through {name}: {why}")]
+    #[diagnostic(help("check the lab's reset line (labgrid-client io get) and its wiring to EN"))]
+    ExternalReset { name: String, why: String },
     #[error("no NodeMCU found on USB (looked for CP210x 10c4:ea60 and CH340 1a86:7523)")]
     #[diagnostic(help("plug a NodeMCU in, or name its port with --port"))]
     NoneFound,

@@ -508,6 +508,7 @@ mod tests {
             banner_timeout: Duration::from_secs(1),
             wifi: None,
             virtual_args: Vec::new(),
+            reset: None,
         }
     }
 

@@ -6,7 +6,8 @@
 //! left acquired; one the harness acquires it releases when the [`Lease`] drops: at the end of
 //! the command, on an error, and on Ctrl-C. A place with a power switch (a `*PowerPort`
 //! resource, driven by labgrid's power driver) is power-cycled first: every command starts
-//! from a cold boot.
+//! from a cold boot. A place with a digital output named `reset` resets the board through it
+//! instead of DTR/RTS.
 
 use std::process::{Command, Output};
 
@@ -24,6 +25,8 @@ pub struct Lease {
     pub url: String,
     /// The place's resources, by class, for a report.
     pub resources: Vec<String>,
+    /// Whether the place has a digital output named `reset` (a relay or GPIO on EN).
+    pub reset_output: bool,
 }
 
 impl Drop for Lease {
@@ -44,12 +47,24 @@ impl Lease {
         self.resources.iter().any(|r| r.ends_with("PowerPort"))
     }
 
+    /// The place's name.
+    pub fn place(&self) -> &str {
+        &self.place
+    }
+
     /// Cuts the board's power and restores it, through the place's power driver.
     pub fn power_cycle(&self) -> Result<(), LabgridError> {
         client(&self.place, &["power", "cycle"])?;
         tracing::info!(place = %self.place, "power-cycled");
         Ok(())
     }
+}
+
+/// Sets `place`'s output `reset`: asserted holds the chip in reset, as labgrid's
+/// DigitalOutputResetDriver has it (`labgrid/driver/resetdriver.py:23-26`).
+pub fn set_reset(place: &str, asserted: bool) -> Result<(), LabgridError> {
+    let level = if asserted { "high" } else { "low" };
+    client(place, &["io", level, "reset"]).map(|_| ())
 }
 
 /// `labgrid-client -p PLACE ARGS`, its stdout on success, its error line otherwise.
@@ -97,6 +112,7 @@ pub fn lease(place: &str) -> Result<Lease, LabgridError> {
         acquired_here,
         url: String::new(),
         resources: Vec::new(),
+        reset_output: false,
     };
     // `env` answers only its holder: a place someone else holds fails here.
     let env = client(place, &["env"]).map_err(|e| match e {
@@ -108,6 +124,9 @@ pub fn lease(place: &str) -> Result<Lease, LabgridError> {
     })?;
     let resources = parse_env(&env);
     lease.resources = resources.iter().map(|r| r.class.clone()).collect();
+    lease.reset_output = resources
+        .iter()
+        .any(|r| r.params.iter().any(|(k, v)| k == "name" && v == "reset"));
     let port = resources
         .iter()
         .find(|r| r.class == "NetworkSerialPort")

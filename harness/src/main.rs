@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use relay_hil::artifacts::{self, Folder};
-use relay_hil::board::{Board, BoardKind, OpenOptions, Target, list_ports};
+use relay_hil::board::{Board, BoardKind, ExternalReset, OpenOptions, Target, list_ports};
 use relay_hil::error::{HilError, UsageError, VirtualBoardError};
 use relay_hil::flash::{self, Image};
 use relay_hil::labgrid;
@@ -106,6 +106,10 @@ struct BoardArgs {
         default_value = "target/relay-hil/virtual-board.flash"
     )]
     flash_file: PathBuf,
+
+    /// A labgrid place's reset line, once the place is leased.
+    #[arg(skip)]
+    reset: Option<ExternalReset>,
 }
 
 /// `run`'s flashing: an image to flash first, if any.
@@ -373,9 +377,19 @@ impl BoardArgs {
                 })
                 .await
                 .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+                let reset = lease.reset_output.then(|| {
+                    let place = lease.place().to_owned();
+                    ExternalReset {
+                        name: format!("labgrid place {place}'s output `reset`"),
+                        set: std::sync::Arc::new(move |asserted| {
+                            labgrid::set_reset(&place, asserted).map_err(|e| e.to_string())
+                        }),
+                    }
+                });
                 let args = BoardArgs {
                     port: vec![lease.url.clone()],
                     labgrid: Vec::new(),
+                    reset,
                     ..self.clone()
                 };
                 Ok((args, Some(lease)))
@@ -401,7 +415,11 @@ impl BoardArgs {
             return Err(UsageError::SeveralBoards.into());
         }
         let me = std::env::current_exe().map_err(VirtualBoardError::Program)?;
-        self.selection().resolve((me, vec!["virtual-board".into()]))
+        let (target, mut opts) = self
+            .selection()
+            .resolve((me, vec!["virtual-board".into()]))?;
+        opts.reset = self.reset.clone();
+        Ok((target, opts))
     }
 
     async fn open(&self) -> Result<Board, HilError> {

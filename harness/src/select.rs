@@ -133,6 +133,7 @@ impl Selection {
                 banner_timeout,
                 wifi,
                 virtual_args: Vec::new(),
+                reset: None,
             },
         ))
     }

@@ -1,8 +1,9 @@
 //! The suite through a labgrid place: labgrid 26 (installed by ./hil setup under target/tools)
 //! runs a coordinator and an exporter on 127.0.0.1; the exporter publishes a virtual board,
 //! exported by `relay-hil serve`, as a NetworkSerialPort; `relay-hil run --labgrid PLACE`
-//! acquires the place, power-cycles the board through the place's power switch, runs, and
-//! releases it: at the end, on a failure and on Ctrl-C.
+//! acquires the place, power-cycles the board through the place's power switch, resets it
+//! through the place's reset line, runs, and releases it: at the end, on a failure and on
+//! Ctrl-C.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -40,59 +41,69 @@ struct Lab {
     bin: PathBuf,
     dir: PathBuf,
     children: Vec<Child>,
-    /// Every level the power switch was set to, in order.
+    /// Every setting of the lab's switches (`power 0`, `reset 1`...), in order.
     power: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-/// A power switch as labgrid's `simplerest` model drives it (`labgrid/driver/power/
-/// simplerest.py`): `GET /power/0/1` sets it, `GET /power/0` reads it. It switches the
-/// virtual board's power through its control socket.
-fn power_switch(control: String, seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> u16 {
-    use std::io::{BufRead, BufReader, Write};
+/// The lab's switches, on one HTTP server, driving the virtual board through its control
+/// socket: a power switch as labgrid's `simplerest` model drives it (`GET /power/0/1` sets it,
+/// `GET /power/0` reads it; `labgrid/driver/power/simplerest.py`), and a reset line as its
+/// `HttpDigitalOutput` does (`PUT /reset` with `1` or `0`; `driver/httpdigitaloutput.py`),
+/// wired as a relay on EN would be: RTS, with DTR released, holds the chip in reset.
+fn switches(control: String, seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let board = move |cmd: String| {
+        let mut board = std::net::TcpStream::connect(&control).unwrap();
+        writeln!(board, "{cmd}").unwrap();
+        let mut reply = String::new();
+        BufReader::new(board).read_line(&mut reply).unwrap();
+        assert!(reply.starts_with("ok"), "{cmd}: {reply}");
+    };
     std::thread::spawn(move || {
-        let mut on = "1".to_owned();
+        let mut power = "1".to_owned();
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
-            let mut request = String::new();
             let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut request = String::new();
             if reader.read_line(&mut request).is_err() {
                 continue;
             }
-            // The headers, up to the blank line.
+            // The headers, up to the blank line, for the body's length.
+            let mut length = 0;
             let mut header = String::new();
             while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
                 header.clear();
             }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let body = String::from_utf8_lossy(&body).into_owned();
             let path = request.split(' ').nth(1).unwrap_or("");
             if let Some(level) = path.strip_prefix("/power/0/") {
-                let mut board = std::net::TcpStream::connect(&control).unwrap();
-                writeln!(board, "power {level}").unwrap();
-                let mut reply = String::new();
-                BufReader::new(board).read_line(&mut reply).unwrap();
-                assert!(reply.starts_with("ok"), "power {level}: {reply}");
-                seen.lock().unwrap().push(level.to_owned());
-                on = level.to_owned();
+                board(format!("power {level}"));
+                seen.lock().unwrap().push(format!("power {level}"));
+                power = level.to_owned();
+            } else if path == "/reset" && request.starts_with("PUT ") {
+                board(format!("rts {body}"));
+                seen.lock().unwrap().push(format!("reset {body}"));
             }
+            let answer = if path.starts_with("/power") {
+                power.as_str()
+            } else {
+                ""
+            };
             let _ = write!(
                 conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{on}",
-                on.len()
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
             );
         }
     });
     port
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in self.children.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 impl Lab {
@@ -135,14 +146,16 @@ impl Lab {
         let url = serving["url"].as_str().unwrap();
         let port = url.rsplit(':').next().unwrap();
         let control = serving["control"].as_str().unwrap().to_owned();
-        let switch = power_switch(control, lab.power.clone());
+        let switch = switches(control, lab.power.clone());
         let config = dir.join("exporter.yaml");
         std::fs::write(
             &config,
             format!(
                 "nodemcu:\n  NetworkSerialPort:\n    host: 127.0.0.1\n    port: {port}\n    \
                  speed: 115200\n  NetworkPowerPort:\n    model: simplerest\n    \
-                 host: 'http://127.0.0.1:{switch}/power/{{index}}/{{value}}'\n    index: 0\n\
+                 host: 'http://127.0.0.1:{switch}/power/{{index}}/{{value}}'\n    index: 0\n  \
+                 reset:\n    cls: HttpDigitalOutput\n    url: http://127.0.0.1:{switch}/reset\n    \
+                 body_asserted: '1'\n    body_deasserted: '0'\n\
                  dead:\n  NetworkSerialPort:\n    host: 127.0.0.1\n    port: {}\n",
                 free_port()
             ),
@@ -254,10 +267,16 @@ fn the_suite_runs_through_a_labgrid_place_and_every_way_out_releases_it() {
     let text = common::printed(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("build lab00001"), "{text}");
+    let switched = lab.power.lock().unwrap().clone();
     assert_eq!(
-        *lab.power.lock().unwrap(),
-        ["0", "1"],
+        switched[..2],
+        ["power 0", "power 1"],
         "the place's power switch cut and restored the power first"
+    );
+    // Every reset after the flash (the one into the banner) went through the reset line.
+    assert!(
+        switched[2..].chunks(2).all(|p| p == ["reset 1", "reset 0"]) && switched.len() > 2,
+        "{switched:?}"
     );
     let passed = relay_hil::scenario::ALL.len() - 1;
     assert!(
