@@ -143,7 +143,8 @@ pub enum PortError {
     BadUrl(#[from] crate::rfc2217::UrlError),
     #[error("cannot open serial port {url}: {source}")]
     #[diagnostic(help(
-        "is a bridge serving it in RFC 2217 mode there (ser2net's telnet(rfc2217) accepter, or          `relay-hil serve`)? Its raw TCP port does not answer the option"
+        "is a bridge serving it in RFC 2217 mode there (ser2net's telnet(rfc2217) accepter, or \
+         `relay-hil serve`)? Its raw TCP port does not answer the option"
     ))]
     Remote { url: String, source: std::io::Error },
     #[error("serial port {path}: cannot set the port to {baud} baud: {source}")]

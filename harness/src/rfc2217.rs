@@ -104,6 +104,8 @@ struct Shared {
     /// Signalled whenever the bridge said something or the connection ended.
     heard: Condvar,
     url: Url,
+    /// The port's handles (the port and its clones): the last one to drop ends the connection.
+    handles: std::sync::atomic::AtomicUsize,
 }
 
 struct State {
@@ -310,6 +312,7 @@ impl Rfc2217Port {
             }),
             heard: Condvar::new(),
             url: url.clone(),
+            handles: std::sync::atomic::AtomicUsize::new(1),
         });
         let (s, r) = (shared.clone(), pump.try_clone()?);
         std::thread::Builder::new()
@@ -513,8 +516,12 @@ impl SerialPort for Rfc2217Port {
         Ok(st.flush()?)
     }
     fn try_clone(&self) -> serialport::Result<Box<dyn SerialPort>> {
+        let local = self.local.try_clone()?;
+        self.shared
+            .handles
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(Box::new(Rfc2217Port {
-            local: self.local.try_clone()?,
+            local,
             shared: self.shared.clone(),
             timeout: self.timeout,
         }))
@@ -526,6 +533,34 @@ impl SerialPort for Rfc2217Port {
     fn clear_break(&self) -> serialport::Result<()> {
         self.shared
             .control("BREAK", false, |c| c.set_break(false), |st| st.brk)
+    }
+}
+
+impl Drop for Rfc2217Port {
+    /// The last handle ends the connection and waits (up to the URL's timeout) for the bridge
+    /// to end its side: a bridge serves one client at a time, and a port opened right after
+    /// must find the line free.
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.shared.handles.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        let mut st = self.shared.lock();
+        let _ = st.tcp.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + self.shared.url.timeout;
+        while st.ended.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!("{}: the bridge did not close its side", self.shared.url);
+                break;
+            }
+            st = self
+                .shared
+                .heard
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 }
 

@@ -295,3 +295,21 @@ fn esptool_with_its_defaults_flashes_a_served_board() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A bridge serves one client at a time (the virtual board's port refuses a second one): a port
+/// closed and opened again at once must find the line free, as each scenario test does.
+#[test]
+fn a_port_closed_and_opened_again_at_once_finds_the_line_free() {
+    let dir = common::temp_dir("reopen");
+    let (mut board, ready) = remote_board(&dir);
+    let url = Url::parse(&format!("rfc2217://{}", ready["rfc2217"].as_str().unwrap())).unwrap();
+    for i in 0..20 {
+        let port = Rfc2217Port::open(&url, 115_200).unwrap_or_else(|e| panic!("open {i}: {e}"));
+        let clone = port.try_clone().unwrap();
+        drop(port);
+        drop(clone);
+    }
+    let _ = board.kill();
+    let _ = board.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
