@@ -108,7 +108,6 @@ fn switches(control: String, seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>
 
 impl Lab {
     fn start() -> Lab {
-        use std::io::BufRead;
         let bin = labgrid_bin();
         let dir = common::temp_dir("lab");
         let coordinator = format!("127.0.0.1:{}", free_port());
@@ -129,20 +128,9 @@ impl Lab {
                 .spawn()
                 .unwrap(),
         );
-        let mut serve = common::command(&["serve", "--listen", "127.0.0.1:0", "--flash-file"])
-            .arg(dir.join("flash"))
-            .env("RELAY_HIL_WIFI_SSID", "lab")
-            .env("RELAY_HIL_WIFI_PASSWORD", "")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(serve.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (serve, serving) =
+            common::lab_board(&["serve", "--listen", "127.0.0.1:0"], &dir.join("flash"));
         lab.children.push(serve);
-        let serving: serde_json::Value = serde_json::from_str(&line).unwrap();
         let url = serving["url"].as_str().unwrap();
         let port = url.rsplit(':').next().unwrap();
         let control = serving["control"].as_str().unwrap().to_owned();

@@ -138,20 +138,7 @@ fn a_port_that_does_not_speak_rfc2217_is_named() {
 /// A virtual board started by hand on the `lab` network, with a fresh flash file, and its
 /// ready line: a board in a lab, whose serial line is its RFC 2217 port.
 fn remote_board(dir: &std::path::Path) -> (Child, serde_json::Value) {
-    use std::io::BufRead;
-    let mut board = common::command(&["virtual-board", "--flash-file"])
-        .arg(dir.join("flash"))
-        .env("RELAY_HIL_WIFI_SSID", "lab")
-        .env("RELAY_HIL_WIFI_PASSWORD", "")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(board.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (board, serde_json::from_str(&line).unwrap())
+    common::lab_board(&["virtual-board"], &dir.join("flash"))
 }
 
 /// `--port rfc2217://…` flashes the board through its loader and runs the whole suite, its
@@ -233,21 +220,9 @@ fn esptool() -> std::path::PathBuf {
 /// `relay-hil serve` exporting a virtual board on the `lab` network with a fresh flash file,
 /// and the URL it serves at.
 fn served_board(dir: &std::path::Path) -> (Child, String) {
-    use std::io::BufRead;
-    let mut serve = common::command(&["serve", "--listen", "127.0.0.1:0", "--flash-file"])
-        .arg(dir.join("flash"))
-        .env("RELAY_HIL_WIFI_SSID", "lab")
-        .env("RELAY_HIL_WIFI_PASSWORD", "")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(serve.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let serving: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(serving["board"], "virtual", "{line}");
+    let (serve, serving) =
+        common::lab_board(&["serve", "--listen", "127.0.0.1:0"], &dir.join("flash"));
+    assert_eq!(serving["board"], "virtual", "{serving}");
     (serve, serving["url"].as_str().unwrap().to_owned())
 }
 

@@ -95,3 +95,28 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     std::fs::create_dir(&d).unwrap();
     d
 }
+
+/// `relay-hil ARGS --flash-file FLASH` (the virtual board, or `serve` with one) on the `lab`
+/// network, once it has printed its one JSON line: the process and that line.
+#[allow(dead_code)] // every test binary compiles this module; not every one starts a board
+pub fn lab_board(
+    args: &[&str],
+    flash: &std::path::Path,
+) -> (std::process::Child, serde_json::Value) {
+    use std::io::BufRead;
+    let mut child = command(args)
+        .arg("--flash-file")
+        .arg(flash)
+        .env("RELAY_HIL_WIFI_SSID", "lab")
+        .env("RELAY_HIL_WIFI_PASSWORD", "")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("relay-hil runs");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("its JSON line");
+    let value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: `{line}`"));
+    (child, value)
+}
