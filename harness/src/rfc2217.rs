@@ -1,9 +1,11 @@
 //! A serial port at `rfc2217://HOST:PORT[?OPTIONS]`: a board served over the network (ser2net,
 //! `relay-hil serve`, the virtual board), behind serialport's `SerialPort` trait.
 //!
-//! The protocol is the `rfc2217` crate's sans-IO client. Two pump threads carry the serial data
+//! The protocol is the `rfc2217` crate's sans-IO client. Pump threads carry the serial data
 //! between the TCP connection and one end of a local socket pair; the port reads and writes the
 //! other end, so its file descriptor polls like a tty's and a clone shares the one connection.
+//! One thread writes to the network, so no other blocks there while it holds the client: the
+//! bridge's answers are read even while a write waits.
 //! Settings and modem lines go through the client under a lock, and each waits for the bridge's
 //! answer, as pyserial's `rfc2217://` does.
 
@@ -108,8 +110,19 @@ struct Shared {
     handles: std::sync::atomic::AtomicUsize,
 }
 
+/// What the connection's writer sends, in the order the client queued it.
+enum Outgoing {
+    Bytes(Vec<u8>),
+    /// Everything queued is sent: end our side.
+    Close,
+}
+
 struct State {
     client: Client,
+    /// To the writer thread: no thread blocks on the network while it holds this state, so
+    /// the bridge's answers are read even while a write waits.
+    out: std::sync::mpsc::Sender<Outgoing>,
+    /// The connection, to cut it when the bridge does not end its side.
     tcp: TcpStream,
     /// Why the connection ended, once it has.
     ended: Option<String>,
@@ -119,10 +132,15 @@ struct State {
 }
 
 impl State {
-    /// Sends what the client has queued.
+    /// Hands what the client has queued to the writer.
     fn flush(&mut self) -> io::Result<()> {
         let out = self.client.take_output();
-        self.tcp.write_all(&out)
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.out
+            .send(Outgoing::Bytes(out))
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
     }
 }
 
@@ -257,7 +275,7 @@ fn pump_in(shared: Arc<Shared>, mut tcp: TcpStream, mut local: UnixStream) {
     let _ = local.shutdown(Shutdown::Both);
 }
 
-/// The local socket to the bridge; ends the connection when every handle on the port is gone.
+/// The local socket to the client, whose output goes to the writer.
 fn pump_out(shared: Arc<Shared>, mut local: UnixStream) {
     let mut buf = [0u8; 4096];
     loop {
@@ -271,7 +289,27 @@ fn pump_out(shared: Arc<Shared>, mut local: UnixStream) {
             break;
         }
     }
-    let _ = shared.lock().tcp.shutdown(Shutdown::Both);
+}
+
+/// The writer: everything queued to the bridge, in order; ends our side on [`Outgoing::Close`].
+fn pump_net(shared: Arc<Shared>, mut tcp: TcpStream, queue: std::sync::mpsc::Receiver<Outgoing>) {
+    for item in queue {
+        match item {
+            Outgoing::Bytes(bytes) => {
+                if let Err(e) = tcp.write_all(&bytes) {
+                    let mut st = shared.lock();
+                    st.ended
+                        .get_or_insert(format!("the connection failed: {e}"));
+                    shared.heard.notify_all();
+                    return;
+                }
+            }
+            Outgoing::Close => {
+                let _ = tcp.shutdown(Shutdown::Write);
+                return;
+            }
+        }
+    }
 }
 
 /// A serial port served over RFC 2217.
@@ -297,6 +335,7 @@ impl Rfc2217Port {
             .ok_or(last)?;
         tcp.set_nodelay(true)?;
         let (local, pump) = UnixStream::pair()?;
+        let (out, queue) = std::sync::mpsc::channel();
         let client = Client::new(PortSettings {
             baud_rate: baud,
             ..PortSettings::default()
@@ -304,6 +343,7 @@ impl Rfc2217Port {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 client,
+                out,
                 tcp: tcp.try_clone()?,
                 ended: None,
                 dtr: None,
@@ -314,6 +354,10 @@ impl Rfc2217Port {
             url: url.clone(),
             handles: std::sync::atomic::AtomicUsize::new(1),
         });
+        let (s, w) = (shared.clone(), tcp.try_clone()?);
+        std::thread::Builder::new()
+            .name("rfc2217-net".into())
+            .spawn(move || pump_net(s, w, queue))?;
         let (s, r) = (shared.clone(), pump.try_clone()?);
         std::thread::Builder::new()
             .name("rfc2217-in".into())
@@ -546,12 +590,13 @@ impl Drop for Rfc2217Port {
             return;
         }
         let mut st = self.shared.lock();
-        let _ = st.tcp.shutdown(Shutdown::Write);
+        let _ = st.out.send(Outgoing::Close);
         let deadline = Instant::now() + self.shared.url.timeout;
         while st.ended.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 tracing::warn!("{}: the bridge did not close its side", self.shared.url);
+                let _ = st.tcp.shutdown(Shutdown::Both);
                 break;
             }
             st = self

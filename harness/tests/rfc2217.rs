@@ -288,3 +288,66 @@ fn a_port_closed_and_opened_again_at_once_finds_the_line_free() {
     let _ = board.wait();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A bridge that writes a long stream before it reads again (as `serve` and many bridges do
+/// while the board talks): the port keeps reading the bridge's data while its own writes wait,
+/// so both streams, each larger than every socket buffer on the way, get through.
+#[test]
+fn both_directions_flow_while_a_bridge_writes_before_it_reads() {
+    use rfc2217::{PortSettings, Server};
+    // More than the sockets on the way take in before their reader reads (a loopback socket's
+    // buffers grow with use, toward net.ipv4.tcp_rmem's and tcp_wmem's maxima): a port that
+    // stops reading while its write waits stalls here, and fails at the ceiling.
+    const LEN: usize = 16 << 20;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (negotiated, wait_negotiated) = std::sync::mpsc::channel();
+    let bridge = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut server = Server::new(PortSettings::default());
+        tcp.write_all(&server.take_output()).unwrap();
+        // Negotiate until the client has set the port up and gone quiet.
+        tcp.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = tcp.read(&mut buf) {
+            let _ = server.receive(&buf[..n]);
+            tcp.write_all(&server.take_output()).unwrap();
+        }
+        negotiated.send(()).unwrap();
+        // The whole stream out, reading nothing meanwhile.
+        let stream: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        server.write_data(&stream);
+        tcp.write_all(&server.take_output()).unwrap();
+        // Then everything the port sent.
+        tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut got = 0;
+        while got < LEN {
+            let n = tcp
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("after {got} of the port's bytes: {e}"));
+            assert!(n > 0, "the port closed after {got} bytes");
+            got += server.receive(&buf[..n]).len();
+        }
+        got
+    });
+    let url = Url::parse(&format!("rfc2217://{addr}")).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut port = Rfc2217Port::open(&url, 115_200).unwrap();
+        port.set_timeout(Duration::from_secs(60)).unwrap();
+        let mut reader = port.try_clone().unwrap();
+        let reading = std::thread::spawn(move || read_exactly(&mut reader, LEN));
+        wait_negotiated.recv().unwrap();
+        let sent: Vec<u8> = (0..LEN).map(|i| (i % 253) as u8).collect();
+        port.write_all(&sent).unwrap();
+        let got = reading.join().unwrap();
+        let _ = done.send((got, bridge.join().unwrap()));
+    });
+    // A port that stops reading while it writes never gets here: the ceiling names it.
+    let (got, bridge_got) = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the streams stalled: the port stopped reading while its write waited");
+    assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    assert_eq!(bridge_got, LEN);
+}
