@@ -217,9 +217,8 @@ impl Lab {
         let mut paths = vec![self.bin.clone()];
         paths.extend(std::env::split_paths(&path));
         let mut cmd = common::command(args);
-        cmd.env("LG_COORDINATOR", &self.coordinator)
-            .env("RELAY_HIL_WIFI_SSID", "lab")
-            .env("RELAY_HIL_WIFI_PASSWORD", "")
+        common::on_lab_network(&mut cmd)
+            .env("LG_COORDINATOR", &self.coordinator)
             .env_remove("LG_PLACE")
             .env("PATH", std::env::join_paths(paths).unwrap());
         cmd

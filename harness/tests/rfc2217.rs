@@ -157,13 +157,17 @@ fn the_suite_flashes_and_runs_over_rfc2217() {
         image.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", common::printed(&out));
-    let out = common::command(&["run", "--port", &url, "--firmware", image.to_str().unwrap()])
-        .arg("--artifacts-dir")
-        .arg(dir.join("out"))
-        .env("RELAY_HIL_WIFI_SSID", "lab")
-        .env("RELAY_HIL_WIFI_PASSWORD", "")
-        .output()
-        .unwrap();
+    let out = common::on_lab_network(&mut common::command(&[
+        "run",
+        "--port",
+        &url,
+        "--firmware",
+        image.to_str().unwrap(),
+    ]))
+    .arg("--artifacts-dir")
+    .arg(dir.join("out"))
+    .output()
+    .unwrap();
     let _ = board.kill();
     let _ = board.wait();
     let text = common::printed(&out);
@@ -253,13 +257,13 @@ fn esptool_with_its_defaults_flashes_a_served_board() {
         log.contains("Hash of data verified.") && log.contains("Hard resetting via RTS pin"),
         "{log}"
     );
-    let out = common::command(&["run", "--port", &url, "--only", "echo"])
-        .arg("--artifacts-dir")
-        .arg(dir.join("out"))
-        .env("RELAY_HIL_WIFI_SSID", "lab")
-        .env("RELAY_HIL_WIFI_PASSWORD", "")
-        .output()
-        .unwrap();
+    let out = common::on_lab_network(&mut common::command(&[
+        "run", "--port", &url, "--only", "echo",
+    ]))
+    .arg("--artifacts-dir")
+    .arg(dir.join("out"))
+    .output()
+    .unwrap();
     let _ = serve.kill();
     let _ = serve.wait();
     let text = common::printed(&out);

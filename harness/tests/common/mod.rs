@@ -96,6 +96,14 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// `cmd` on the `lab` network: the WiFi a board started by it joins, or the credentials the
+/// harness provisions a board with.
+#[allow(dead_code)] // every test binary compiles this module; not every one needs a network
+pub fn on_lab_network(cmd: &mut Command) -> &mut Command {
+    cmd.env("RELAY_HIL_WIFI_SSID", "lab")
+        .env("RELAY_HIL_WIFI_PASSWORD", "")
+}
+
 /// `relay-hil ARGS --flash-file FLASH` (the virtual board, or `serve` with one) on the `lab`
 /// network, once it has printed its one JSON line: the process and that line.
 #[allow(dead_code)] // every test binary compiles this module; not every one starts a board
@@ -104,11 +112,9 @@ pub fn lab_board(
     flash: &std::path::Path,
 ) -> (std::process::Child, serde_json::Value) {
     use std::io::BufRead;
-    let mut child = command(args)
+    let mut child = on_lab_network(&mut command(args))
         .arg("--flash-file")
         .arg(flash)
-        .env("RELAY_HIL_WIFI_SSID", "lab")
-        .env("RELAY_HIL_WIFI_PASSWORD", "")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
