@@ -357,6 +357,18 @@ impl Vb {
             .unwrap_or_else(|| panic!("no {key} in {text}"))
     }
 
+    /// A counter of the only connected client.
+    pub fn client_counter(&self, key: &str) -> u64 {
+        let text = self.status();
+        let status = relay_core::text::Status::parse(&text).unwrap();
+        let [client] = status.clients.as_slice() else {
+            panic!("not exactly one client in {text}");
+        };
+        client
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+    }
+
     /// Polls the status channel until `key` reaches `value`: the event the test waits for.
     pub fn wait_counter(&self, key: &str, value: u64) {
         self.poll_status(
