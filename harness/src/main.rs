@@ -509,11 +509,14 @@ fn main() -> ExitCode {
     };
     rt.block_on(async {
         tokio::select! {
-            code = dispatch(cli.command) => code,
+            // Polled first, so the handler is in place before dispatch takes anything (a labgrid
+            // place) that Ctrl-C must give back; until then SIGINT would kill the process.
+            biased;
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("relay-hil: interrupted");
                 ExitCode::from(130)
             }
+            code = dispatch(cli.command) => code,
         }
     })
 }
@@ -923,9 +926,12 @@ async fn serve(args: BoardArgs, listen: std::net::SocketAddr) -> ExitCode {
         serial: board.serial.path.display().to_string(),
         control: board.control.map(|c| c.to_string()),
     };
+    // Installed before the line that says the bridge is up, so a SIGTERM sent on reading it
+    // stops the bridge cleanly rather than killing it.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     println!("{}", serde_json::to_string(&serving).unwrap_or_default());
     let stop = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        match term {
             Ok(mut term) => {
                 term.recv().await;
             }

@@ -275,6 +275,22 @@ fn esptool_with_its_defaults_flashes_a_served_board() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `serve` stopped with SIGTERM (as a service manager stops it) the moment its JSON line says
+/// it is up ends cleanly: the handler is in place before the line is printed.
+#[test]
+fn a_bridge_stopped_as_soon_as_it_is_up_ends_cleanly() {
+    let dir = common::temp_dir("term");
+    let (mut serve, _url) = served_board(&dir);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = serve.wait().unwrap();
+    assert!(status.success(), "serve ended with {status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A bridge serves one client at a time (the virtual board's port refuses a second one): a port
 /// closed and opened again at once must find the line free, as each scenario test does.
 #[test]
