@@ -226,6 +226,10 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
         baud: opts.baud,
         paced: opts.pace,
     };
+    // Before the ready line: a signal sent on reading it must find the handlers in place.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(control::serve(control, ctrl_tx));
     println!("{}", serde_json::to_string(&ready)?);
     tracing::info!(serial = %pty.path.display(), tcp = %ready.tcp, "board ready");
@@ -233,9 +237,6 @@ pub async fn run(opts: Options) -> anyhow::Result<&'static str> {
     let refusals = std::sync::Arc::new(tokio::sync::Semaphore::new(rfc2217::LINGERING));
     short_slices();
     let clock = Clock::new()?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
 
     loop {
         board.pump();

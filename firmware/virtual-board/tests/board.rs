@@ -262,6 +262,16 @@ fn sigterm_stops_cleanly_and_removes_the_link() {
     assert!(dir.symlink_metadata().is_err(), "the link is gone");
 }
 
+/// A SIGTERM sent as soon as the ready line is read finds the handlers in place: a clean stop.
+#[rstest]
+fn sigterm_right_after_the_ready_line_stops_cleanly() {
+    let dir = support::temp_path("early-term");
+    let mut vb = Vb::start_quiet(&["--link", dir.to_str().unwrap()]);
+    let status = vb.terminate();
+    assert!(status.success(), "{status}");
+    assert!(dir.symlink_metadata().is_err(), "the link is gone");
+}
+
 #[rstest]
 fn exits_when_its_parent_goes_away() {
     // A shell starts the board and then becomes `sleep`: killing it orphans the board.
