@@ -496,8 +496,16 @@ impl Ctx<'_> {
             .await
             .map_err(|e| e.to_string())?;
         self.t.note(format!("uart -> {what}"));
-        for c in clients {
-            let got = c.bytes(stream.len(), deadline()).await;
+        // Read together, as programs on several hosts would. Linux acknowledges small segments
+        // as its program reads them (tcp_cleanup_rbuf), otherwise on its delayed-ACK timer (40 ms
+        // or more): a client left unread meanwhile holds the relay's segments that long, and a
+        // queue smaller than that much UART output overflows, on the chip as on the twin.
+        let until = deadline();
+        let got = futures_util::future::join_all(
+            clients.iter_mut().map(|c| c.bytes(stream.len(), until)),
+        )
+        .await;
+        for (c, got) in clients.iter().zip(got) {
             ensure!(
                 got == stream,
                 "{} got {} of {} bytes, or different ones",
