@@ -226,12 +226,12 @@ impl Board {
             };
             set(true).await?;
             tokio::time::sleep(RESET_PULSE).await;
-            self.serial.discard_input();
+            self.serial.discard_input()?;
             return Ok(set(false).await?);
         }
         self.serial.set_lines(false, true)?;
         tokio::time::sleep(RESET_PULSE).await;
-        self.serial.discard_input();
+        self.serial.discard_input()?;
         Ok(self.serial.set_lines(false, false)?)
     }
 

@@ -147,6 +147,14 @@ pub enum PortError {
          `relay-hil serve`)? Its raw TCP port does not answer the option"
     ))]
     Remote { url: String, source: std::io::Error },
+    #[error("serial port {path}: cannot discard its input: {source}")]
+    #[diagnostic(help(
+        "a port served over RFC 2217 must answer PURGE-DATA; a local port, check the cable"
+    ))]
+    Discard {
+        path: PathBuf,
+        source: serialport::Error,
+    },
     #[error("serial port {path}: cannot set the port to {baud} baud: {source}")]
     #[diagnostic(help(
         "check the cable and your permissions (the `dialout` group on Debian and Ubuntu)"

@@ -6,8 +6,9 @@
 //! other end, so its file descriptor polls like a tty's and a clone shares the one connection.
 //! One thread writes to the network, so no other blocks there while it holds the client: the
 //! bridge's answers are read even while a write waits.
-//! Settings and modem lines go through the client under a lock, and each waits for the bridge's
-//! answer, as pyserial's `rfc2217://` does.
+//! Settings, modem lines and purges go through the client under a lock, and each waits for the
+//! bridge's answer, as pyserial's `rfc2217://` does. What the bridge sends before it answers an
+//! input purge predates the purge, and is dropped at the exact byte of the answer.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
@@ -129,6 +130,12 @@ struct State {
     dtr: Option<bool>,
     rts: Option<bool>,
     brk: Option<bool>,
+    /// Purges sent, and answered (the bridge answers each, in order).
+    purges_sent: u64,
+    purges_answered: u64,
+    /// The number of the last input purge sent while it is unanswered, else 0: until its
+    /// answer, the bridge's data predates it.
+    input_purge: u64,
 }
 
 impl State {
@@ -142,6 +149,35 @@ impl State {
             .send(Outgoing::Bytes(out))
             .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
     }
+
+    /// Whether the bridge's data is stale: it predates an input purge not yet answered.
+    fn stale(&self) -> bool {
+        self.input_purge > self.purges_answered
+    }
+
+    /// Notes a purge's answer; true if it answers the last input purge.
+    fn purge_answered(&mut self) -> bool {
+        if self.purges_answered == self.purges_sent {
+            return false; // not one of ours (or a timed-out one's late answer)
+        }
+        self.purges_answered += 1;
+        if self.purges_answered == self.input_purge {
+            self.input_purge = 0;
+            return true;
+        }
+        false
+    }
+}
+
+/// Empties the port's end of the local socket pair, without touching the descriptor's flags,
+/// which its clones and [`crate::serial::Serial`] share.
+fn empty(port_end: &UnixStream) {
+    use nix::sys::socket::{MsgFlags, recv};
+    let mut buf = [0u8; 4096];
+    while matches!(
+        recv(port_end.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT),
+        Ok(n) if n > 0
+    ) {}
 }
 
 impl Shared {
@@ -149,22 +185,23 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `change` on the client, sends its output, and waits until `done` says so.
-    fn request(
+    /// Runs `change` on the state, sends the client's output, and waits until `done` (given
+    /// what `change` returned) says so.
+    fn request<T>(
         &self,
         what: &str,
-        change: impl FnOnce(&mut Client),
-        done: impl Fn(&State) -> Wait,
+        change: impl FnOnce(&mut State) -> T,
+        done: impl Fn(&State, &T) -> Wait,
     ) -> serialport::Result<()> {
         let err =
             |m: String| serialport::Error::new(serialport::ErrorKind::Io(io::ErrorKind::Other), m);
         let mut st = self.lock();
-        change(&mut st.client);
+        let asked = change(&mut st);
         st.flush()
             .map_err(|e| err(format!("{}: cannot send {what}: {e}", self.url)))?;
         let deadline = Instant::now() + self.url.timeout;
         loop {
-            let waiting = match done(&st) {
+            let waiting = match done(&st, &asked) {
                 Wait::Done => return Ok(()),
                 Wait::Failed(why) => return Err(err(format!("{}: {what}: {why}", self.url))),
                 Wait::For(why) => why,
@@ -199,8 +236,8 @@ impl Shared {
         let ign = self.url.ign_set_control;
         self.request(
             &format!("{name} {}", if level { "on" } else { "off" }),
-            set,
-            |st| {
+            |st| set(&mut st.client),
+            |st, ()| {
                 if ign || reported(st) == Some(level) {
                     Wait::Done
                 } else {
@@ -229,7 +266,7 @@ enum Wait {
 }
 
 /// Whether the bridge confirmed the settings: fail at once where waiting cannot help.
-fn ready(st: &State) -> Wait {
+fn ready(st: &State, _: &()) -> Wait {
     match st.client.readiness() {
         Ok(()) => Wait::Done,
         Err(e @ (NotReady::Refused | NotReady::Mismatched(_))) => Wait::Failed(e.to_string()),
@@ -237,24 +274,37 @@ fn ready(st: &State) -> Wait {
     }
 }
 
-/// The bridge to the local socket: serial data out, events noted.
-fn pump_in(shared: Arc<Shared>, mut tcp: TcpStream, mut local: UnixStream) {
+/// The bridge to the local socket: serial data out, events noted. `port_end` is the port's
+/// end of the pair, emptied where the bridge answers an input purge.
+fn pump_in(shared: Arc<Shared>, mut tcp: TcpStream, mut local: UnixStream, port_end: UnixStream) {
     let mut buf = [0u8; 4096];
+    let mut payload = Vec::with_capacity(buf.len());
     let why = loop {
         let n = match tcp.read(&mut buf) {
             Ok(0) => break "the bridge closed the connection".to_owned(),
             Ok(n) => n,
             Err(e) => break format!("the connection failed: {e}"),
         };
-        let payload = {
+        {
             let mut st = shared.lock();
-            let payload = st.client.receive(&buf[..n]);
-            while let Some(event) = st.client.poll_event() {
-                match event {
-                    Event::Dtr(on) => st.dtr = Some(on),
-                    Event::Rts(on) => st.rts = Some(on),
-                    Event::Break(on) => st.brk = Some(on),
-                    _ => {}
+            // Event by event: the payload before an event's byte precedes it, the rest follows.
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let used = st.client.receive_until_event(rest, &mut payload);
+                rest = &rest[used..];
+                if st.stale() {
+                    payload.clear();
+                }
+                while let Some(event) = st.client.poll_event() {
+                    match event {
+                        Event::Dtr(on) => st.dtr = Some(on),
+                        Event::Rts(on) => st.rts = Some(on),
+                        Event::Break(on) => st.brk = Some(on),
+                        // The guard counts every answer; at the last input purge's, everything
+                        // written to the pair so far predates the purge.
+                        Event::Purged(_) if st.purge_answered() => empty(&port_end),
+                        _ => {}
+                    }
                 }
             }
             // Answers to the bridge's own negotiation.
@@ -262,11 +312,11 @@ fn pump_in(shared: Arc<Shared>, mut tcp: TcpStream, mut local: UnixStream) {
                 st.ended = Some(format!("the connection failed: {e}"));
             }
             shared.heard.notify_all();
-            payload
-        };
+        }
         if local.write_all(&payload).is_err() {
             break "the port was closed".to_owned();
         }
+        payload.clear();
     };
     let mut st = shared.lock();
     st.ended.get_or_insert(why);
@@ -349,6 +399,9 @@ impl Rfc2217Port {
                 dtr: None,
                 rts: None,
                 brk: None,
+                purges_sent: 0,
+                purges_answered: 0,
+                input_purge: 0,
             }),
             heard: Condvar::new(),
             url: url.clone(),
@@ -358,16 +411,16 @@ impl Rfc2217Port {
         std::thread::Builder::new()
             .name("rfc2217-net".into())
             .spawn(move || pump_net(s, w, queue))?;
-        let (s, r) = (shared.clone(), pump.try_clone()?);
+        let (s, r, p) = (shared.clone(), pump.try_clone()?, local.try_clone()?);
         std::thread::Builder::new()
             .name("rfc2217-in".into())
-            .spawn(move || pump_in(s, tcp, r))?;
+            .spawn(move || pump_in(s, tcp, r, p))?;
         let s = shared.clone();
         std::thread::Builder::new()
             .name("rfc2217-out".into())
             .spawn(move || pump_out(s, pump))?;
         shared
-            .request("the port settings", |_| {}, ready)
+            .request("the port settings", |_| (), ready)
             .map_err(io::Error::from)?;
         Ok(Rfc2217Port {
             local,
@@ -387,7 +440,8 @@ impl Rfc2217Port {
     ) -> serialport::Result<()> {
         let mut s = self.settings();
         f(&mut s);
-        self.shared.request(what, |c| c.set_port_settings(s), ready)
+        self.shared
+            .request(what, |st| st.client.set_port_settings(s), ready)
     }
 }
 
@@ -540,24 +594,45 @@ impl SerialPort for Rfc2217Port {
     fn bytes_to_write(&self) -> serialport::Result<u32> {
         Ok(0)
     }
+    /// Waits for the bridge's answer; input received before it is dropped, input after it kept.
     fn clear(&self, buffer_to_clear: ClearBuffer) -> serialport::Result<()> {
-        if matches!(buffer_to_clear, ClearBuffer::Input | ClearBuffer::All) {
-            // Without touching the descriptor's flags, which its clones and Serial share.
-            use nix::sys::socket::{MsgFlags, recv};
-            let mut buf = [0u8; 4096];
-            while matches!(
-                recv(self.local.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT),
-                Ok(n) if n > 0
-            ) {}
-        }
+        let input = matches!(buffer_to_clear, ClearBuffer::Input | ClearBuffer::All);
         let purge = match buffer_to_clear {
             ClearBuffer::Input => Purge::Receive,
             ClearBuffer::Output => Purge::Transmit,
             ClearBuffer::All => Purge::Both,
         };
-        let mut st = self.shared.lock();
-        st.client.purge(purge);
-        Ok(st.flush()?)
+        if input {
+            // Room for the write the input pump may be blocked in, so that it reads the answer.
+            empty(&self.local);
+        }
+        let what = match purge {
+            Purge::Receive => "the input purge",
+            Purge::Transmit => "the output purge",
+            _ => "the purge",
+        };
+        let asked = |st: &mut State| {
+            st.purges_sent += 1;
+            if input {
+                st.input_purge = st.purges_sent;
+            }
+            st.client.purge(purge);
+            st.purges_sent
+        };
+        let answered = |st: &State, &n: &u64| {
+            if st.purges_answered >= n {
+                Wait::Done
+            } else {
+                Wait::For(None)
+            }
+        };
+        self.shared.request(what, asked, answered).inspect_err(|_| {
+            // Unanswered, the purge no longer holds the data back.
+            let mut st = self.shared.lock();
+            if st.input_purge == st.purges_sent {
+                st.input_purge = 0;
+            }
+        })
     }
     fn try_clone(&self) -> serialport::Result<Box<dyn SerialPort>> {
         let local = self.local.try_clone()?;

@@ -282,7 +282,10 @@ impl Ctx<'_> {
     /// Waits until the previous scenario's clients are gone, notes the counters, and forgets
     /// UART bytes nobody asked for (a boot message, or what a failed scenario left behind).
     async fn settle(&mut self) -> Result<(), Failure> {
-        self.board.serial.discard_input();
+        self.board
+            .serial
+            .discard_input()
+            .map_err(|e| e.to_string())?;
         if self.board.status.is_none() {
             return Ok(());
         }

@@ -338,10 +338,16 @@ impl Serial {
         Ok(())
     }
 
-    /// Forgets anything received and not yet read.
-    pub fn discard_input(&mut self) {
-        let _ = self.port.clear(ClearBuffer::Input);
+    /// Forgets anything received and not yet read. A port served over RFC 2217 waits for the
+    /// bridge to confirm, so what the board says after this call is kept.
+    pub fn discard_input(&mut self) -> Result<()> {
         self.pending.clear();
+        self.port
+            .clear(ClearBuffer::Input)
+            .map_err(|source| PortError::Discard {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// Sets DTR and RTS, in that order.
@@ -395,7 +401,6 @@ impl Serial {
                 source: e.into(),
             })?;
         }
-        self.discard_input();
-        Ok(())
+        self.discard_input()
     }
 }

@@ -21,7 +21,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rfc2217::{PortSettings, Server, ServerEvent};
+use rfc2217::{PortSettings, Purge, Server, ServerEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -147,7 +147,12 @@ async fn session(board: &mut Board, mut tcp: TcpStream, listener: &TcpListener) 
                         }
                         ServerEvent::Dtr(on) => actions.push(lines.dtr(on)),
                         ServerEvent::Rts(on) => actions.push(lines.rts(on)),
-                        ServerEvent::Purge(_) => board.serial.discard_input(),
+                        // Its receive buffer is the board's output; serve buffers no input.
+                        ServerEvent::Purge(Purge::Receive | Purge::Both) => {
+                            if let Err(e) = board.serial.discard_input() {
+                                tracing::warn!("{e}");
+                            }
+                        }
                         _ => {}
                     }
                 }

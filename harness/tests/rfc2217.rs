@@ -108,6 +108,16 @@ fn every_byte_crosses_both_ways_and_the_rate_is_set_on_the_far_side() {
     assert_eq!(read_exactly(&mut b.device, 14), b"from the clone");
     // Modem lines cannot be set on a pty: with ign_set_control the request goes out anyway.
     port.write_data_terminal_ready(true).unwrap();
+    // ser2net answers an input purge, and what the device says next arrives. What it said just
+    // before may follow the answer: ser2net 4.3.11 sent it after the answer in 7 of 20 tries.
+    b.device.write_all(b"before").unwrap();
+    port.clear(serialport::ClearBuffer::Input).unwrap();
+    b.device.write_all(b"after").unwrap();
+    let mut got = read_exactly(&mut port, 5);
+    if got != b"after" {
+        got.extend(read_exactly(&mut port, 6));
+        assert_eq!(got, b"beforeafter");
+    }
 }
 
 #[test]
@@ -370,4 +380,149 @@ fn both_directions_flow_while_a_bridge_writes_before_it_reads() {
         .expect("the streams stalled: the port stopped reading while its write waited");
     assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
     assert_eq!(bridge_got, LEN);
+}
+
+/// What a scripted bridge's script is given for each chunk it reads: the server, the
+/// connection, the chunk's serial data, whether it asked for a purge, and the server's answers.
+type Script = dyn FnMut(&mut rfc2217::Server, &mut TcpStream, &[u8], bool, Vec<u8>) -> Vec<u8>
+    + Send
+    + 'static;
+
+/// A bridge made of the `rfc2217` crate's server, which answers every request itself; for each
+/// chunk it reads, `script` returns what to send back, in one write.
+fn scripted_bridge(mut script: Box<Script>) -> Url {
+    use rfc2217::{PortSettings, Server, ServerEvent};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut server = Server::new(PortSettings::default());
+        tcp.write_all(&server.take_output()).unwrap();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = match tcp.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let data = server.receive(&buf[..n]);
+            let mut purged = false;
+            while let Some(event) = server.poll_event() {
+                purged |= matches!(event, ServerEvent::Purge(_));
+            }
+            let answers = server.take_output();
+            let out = script(&mut server, &mut tcp, &data, purged, answers);
+            if tcp.write_all(&out).is_err() {
+                return;
+            }
+        }
+    });
+    Url::parse(&format!("rfc2217://{addr}?timeout=0.5")).unwrap()
+}
+
+/// Waits (at most 10 s) until the port has something to read.
+fn wait_readable(port: &Rfc2217Port) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the port outlives this call, and with it its descriptor.
+    let fd = unsafe { BorrowedFd::borrow_raw(port.as_raw_fd()) };
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    assert_eq!(poll(&mut fds, PollTimeout::from(10_000u16)).unwrap(), 1);
+}
+
+/// An input purge is over when the bridge answers it: what the bridge sent before the answer
+/// (read or not, even in the answer's own segment) is dropped, and what follows it is kept.
+#[test]
+fn an_input_purge_drops_what_precedes_the_bridges_answer_and_keeps_what_follows() {
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noted = answered.clone();
+    let url = scripted_bridge(Box::new(move |server, _, data, purged, answers| {
+        let mut said = |text: &[u8]| {
+            server.write_data(text);
+            server.take_output()
+        };
+        if data == b"go" {
+            return [answers, said(b"early\n")].concat();
+        }
+        if purged {
+            // The board spoke before the bridge purged, and again after it answered.
+            let stale = said(b"stale\n");
+            noted.store(true, std::sync::atomic::Ordering::SeqCst);
+            return [stale, answers, said(b"fresh\n")].concat();
+        }
+        answers
+    }));
+    let mut port = Rfc2217Port::open(&url, 115_200).unwrap();
+    port.write_all(b"go").unwrap();
+    wait_readable(&port);
+    port.clear(serialport::ClearBuffer::Input).unwrap();
+    // The purge is over once clear returns: the board's next words cannot be purged.
+    assert!(answered.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(read_exactly(&mut port, 6), b"fresh\n");
+}
+
+/// A bridge that never answers a purge is named, and the port reads on afterwards.
+#[test]
+fn a_purge_the_bridge_never_answers_is_named_and_the_port_reads_on() {
+    let url = scripted_bridge(Box::new(|server, _, data, purged, answers| {
+        if purged {
+            return Vec::new();
+        }
+        if data == b"next" {
+            server.write_data(b"after\n");
+            return [answers, server.take_output()].concat();
+        }
+        answers
+    }));
+    let mut port = Rfc2217Port::open(&url, 115_200).unwrap();
+    let e = port
+        .clear(serialport::ClearBuffer::Input)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("did not confirm the input purge within 500ms"),
+        "{e}"
+    );
+    port.write_all(b"next").unwrap();
+    assert_eq!(read_exactly(&mut port, 6), b"after\n");
+}
+
+/// A purge asked for while the bridge floods a port nobody reads: what the input pump was
+/// handing over when the purge was asked for is dropped with the rest, and the answer, read
+/// behind the flood, ends the purge.
+#[test]
+fn an_input_purge_gets_through_a_flood_nobody_reads() {
+    let (full, is_full) = std::sync::mpsc::channel();
+    let url = scripted_bridge(Box::new(move |server, tcp, data, purged, answers| {
+        if data == b"go" {
+            // Until the connection's buffers are full: the port's input pump is behind.
+            tcp.write_all(&answers).unwrap();
+            server.write_data(&[b's'; 64 << 10]);
+            let flood = server.take_output();
+            tcp.set_nonblocking(true).unwrap();
+            let mut sent = 0usize;
+            loop {
+                match tcp.write(&flood) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("flood: {e}"),
+                }
+                assert!(sent < 1 << 30, "1 GiB went out and no buffer filled");
+            }
+            tcp.set_nonblocking(false).unwrap();
+            full.send(()).unwrap();
+            return Vec::new();
+        }
+        if purged {
+            server.write_data(b"fresh\n");
+            return [answers, server.take_output()].concat();
+        }
+        answers
+    }));
+    let mut port = Rfc2217Port::open(&url, 115_200).unwrap();
+    port.write_all(b"go").unwrap();
+    is_full
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the flood never filled the buffers");
+    port.clear(serialport::ClearBuffer::Input).unwrap();
+    assert_eq!(read_exactly(&mut port, 6), b"fresh\n");
 }

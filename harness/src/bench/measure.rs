@@ -311,7 +311,7 @@ pub async fn gather(
 ) -> Result<Gather> {
     let mut cs = connect(tcp, clients).await?;
     sync(serial, &mut cs, limit).await?;
-    serial.discard_input();
+    serial.discard_input()?;
     let start = Instant::now();
     let deadline = start + limit;
     let writers: Vec<_> = cs
@@ -407,7 +407,7 @@ pub async fn round_trip(
     let mut cs = connect(tcp, 1).await?;
     sync(serial, &mut cs, limit).await?;
     let mut c = cs.pop().expect("one client");
-    serial.discard_input();
+    serial.discard_input()?;
     let mut rtts = Vec::with_capacity(pings as usize);
     let begin = Instant::now();
     let deadline = begin + limit;

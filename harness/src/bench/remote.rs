@@ -68,8 +68,8 @@ fn serve(me: &Path, flash_file: &Path) -> Result<Served> {
 }
 
 /// Flashes `image` (whatever the board runs) and runs every scenario; the write's and the
-/// suite's times.
-async fn one(target: &Target, opts: &OpenOptions, job: &Job) -> Result<(f64, f64)> {
+/// suite's times. `path` names the path in a failure.
+async fn one(target: &Target, opts: &OpenOptions, job: &Job, path: &str) -> Result<(f64, f64)> {
     let mut board = job.attach(target, opts).await?;
     let flashed = job.run(&mut board, opts.banner_timeout, ()).await?;
     let Flashed::Written { elapsed, .. } = flashed else {
@@ -84,7 +84,7 @@ async fn one(target: &Target, opts: &OpenOptions, job: &Job) -> Result<(f64, f64
         .find(|r| matches!(r.outcome, crate::scenario::Outcome::Fail(_)))
     {
         return Err(BenchError::Remote {
-            why: format!("{} failed: {:?}", r.scenario, r.outcome),
+            why: format!("{} failed {path}: {:?}", r.scenario, r.outcome),
         }
         .into());
     }
@@ -125,7 +125,7 @@ pub async fn measure(
     };
     for rep in 1..=reps {
         progress(&format!("rep {rep}/{reps}: the board's own port"));
-        let (flash, suite) = one(&direct, opts, &direct_job).await?;
+        let (flash, suite) = one(&direct, opts, &direct_job, "on the board's own port").await?;
         out.direct.flash.push(flash);
         out.direct.suite.push(suite);
         progress(&format!(
@@ -136,7 +136,7 @@ pub async fn measure(
             path: Some(PathBuf::from(&served.url)),
             addr: None,
         };
-        let (flash, suite) = one(&remote, opts, &remote_job).await?;
+        let (flash, suite) = one(&remote, opts, &remote_job, "over RFC 2217").await?;
         out.rfc2217.flash.push(flash);
         out.rfc2217.suite.push(suite);
     }
