@@ -389,8 +389,9 @@ type Script = dyn FnMut(&mut rfc2217::Server, &mut TcpStream, &[u8], bool, Vec<u
     + 'static;
 
 /// A bridge made of the `rfc2217` crate's server, which answers every request itself; for each
-/// chunk it reads, `script` returns what to send back, in one write.
-fn scripted_bridge(mut script: Box<Script>) -> Url {
+/// chunk it reads, `script` returns what to send back, in one write. Its URL gives answers
+/// `timeout` seconds.
+fn scripted_bridge(timeout: f64, mut script: Box<Script>) -> Url {
     use rfc2217::{PortSettings, Server, ServerEvent};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -416,7 +417,7 @@ fn scripted_bridge(mut script: Box<Script>) -> Url {
             }
         }
     });
-    Url::parse(&format!("rfc2217://{addr}?timeout=0.5")).unwrap()
+    Url::parse(&format!("rfc2217://{addr}?timeout={timeout}")).unwrap()
 }
 
 /// Waits (at most 10 s) until the port has something to read.
@@ -435,22 +436,25 @@ fn wait_readable(port: &Rfc2217Port) {
 fn an_input_purge_drops_what_precedes_the_bridges_answer_and_keeps_what_follows() {
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let noted = answered.clone();
-    let url = scripted_bridge(Box::new(move |server, _, data, purged, answers| {
-        let mut said = |text: &[u8]| {
-            server.write_data(text);
-            server.take_output()
-        };
-        if data == b"go" {
-            return [answers, said(b"early\n")].concat();
-        }
-        if purged {
-            // The board spoke before the bridge purged, and again after it answered.
-            let stale = said(b"stale\n");
-            noted.store(true, std::sync::atomic::Ordering::SeqCst);
-            return [stale, answers, said(b"fresh\n")].concat();
-        }
-        answers
-    }));
+    let url = scripted_bridge(
+        30.0,
+        Box::new(move |server, _, data, purged, answers| {
+            let mut said = |text: &[u8]| {
+                server.write_data(text);
+                server.take_output()
+            };
+            if data == b"go" {
+                return [answers, said(b"early\n")].concat();
+            }
+            if purged {
+                // The board spoke before the bridge purged, and again after it answered.
+                let stale = said(b"stale\n");
+                noted.store(true, std::sync::atomic::Ordering::SeqCst);
+                return [stale, answers, said(b"fresh\n")].concat();
+            }
+            answers
+        }),
+    );
     let mut port = Rfc2217Port::open(&url, 115_200).unwrap();
     port.write_all(b"go").unwrap();
     wait_readable(&port);
@@ -463,23 +467,27 @@ fn an_input_purge_drops_what_precedes_the_bridges_answer_and_keeps_what_follows(
 /// A bridge that never answers a purge is named, and the port reads on afterwards.
 #[test]
 fn a_purge_the_bridge_never_answers_is_named_and_the_port_reads_on() {
-    let url = scripted_bridge(Box::new(|server, _, data, purged, answers| {
-        if purged {
-            return Vec::new();
-        }
-        if data == b"next" {
-            server.write_data(b"after\n");
-            return [answers, server.take_output()].concat();
-        }
-        answers
-    }));
+    // The port waits out the timeout here, so it is short; the port's opening gets it too.
+    let url = scripted_bridge(
+        2.0,
+        Box::new(|server, _, data, purged, answers| {
+            if purged {
+                return Vec::new();
+            }
+            if data == b"next" {
+                server.write_data(b"after\n");
+                return [answers, server.take_output()].concat();
+            }
+            answers
+        }),
+    );
     let mut port = Rfc2217Port::open(&url, 115_200).unwrap();
     let e = port
         .clear(serialport::ClearBuffer::Input)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("did not confirm the input purge within 500ms"),
+        e.contains("did not confirm the input purge within 2s"),
         "{e}"
     );
     port.write_all(b"next").unwrap();
@@ -492,32 +500,35 @@ fn a_purge_the_bridge_never_answers_is_named_and_the_port_reads_on() {
 #[test]
 fn an_input_purge_gets_through_a_flood_nobody_reads() {
     let (full, is_full) = std::sync::mpsc::channel();
-    let url = scripted_bridge(Box::new(move |server, tcp, data, purged, answers| {
-        if data == b"go" {
-            // Until the connection's buffers are full: the port's input pump is behind.
-            tcp.write_all(&answers).unwrap();
-            server.write_data(&[b's'; 64 << 10]);
-            let flood = server.take_output();
-            tcp.set_nonblocking(true).unwrap();
-            let mut sent = 0usize;
-            loop {
-                match tcp.write(&flood) {
-                    Ok(n) => sent += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("flood: {e}"),
+    let url = scripted_bridge(
+        30.0,
+        Box::new(move |server, tcp, data, purged, answers| {
+            if data == b"go" {
+                // Until the connection's buffers are full: the port's input pump is behind.
+                tcp.write_all(&answers).unwrap();
+                server.write_data(&[b's'; 64 << 10]);
+                let flood = server.take_output();
+                tcp.set_nonblocking(true).unwrap();
+                let mut sent = 0usize;
+                loop {
+                    match tcp.write(&flood) {
+                        Ok(n) => sent += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("flood: {e}"),
+                    }
+                    assert!(sent < 1 << 30, "1 GiB went out and no buffer filled");
                 }
-                assert!(sent < 1 << 30, "1 GiB went out and no buffer filled");
+                tcp.set_nonblocking(false).unwrap();
+                full.send(()).unwrap();
+                return Vec::new();
             }
-            tcp.set_nonblocking(false).unwrap();
-            full.send(()).unwrap();
-            return Vec::new();
-        }
-        if purged {
-            server.write_data(b"fresh\n");
-            return [answers, server.take_output()].concat();
-        }
-        answers
-    }));
+            if purged {
+                server.write_data(b"fresh\n");
+                return [answers, server.take_output()].concat();
+            }
+            answers
+        }),
+    );
     let mut port = Rfc2217Port::open(&url, 115_200).unwrap();
     port.write_all(b"go").unwrap();
     is_full
