@@ -16,22 +16,7 @@ use relay_hil::serial::VirtualPort;
 use rstest::rstest;
 
 fn make_image(dir: &Path, id: &str, size: usize) -> PathBuf {
-    let path = dir.join(format!("{id}.bin"));
-    let size_arg = size.to_string();
-    let out = relay_hil(&[
-        "image",
-        "--build-id",
-        id,
-        "--size",
-        &size_arg,
-        "-o",
-        path.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let path = common::relay_image(dir, id, size);
     // A firmware.bin as elf2bin writes it, about `size` bytes.
     let bytes = std::fs::read(&path).unwrap();
     let fw = image::parse_firmware(&bytes).unwrap();

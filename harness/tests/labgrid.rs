@@ -230,15 +230,7 @@ fn the_suite_runs_through_a_labgrid_place_and_every_way_out_releases_it() {
     let lab = Lab::start();
 
     // Acquired, flashed (the served board's flash starts erased), run, released.
-    let image = lab.dir.join("relay.bin");
-    let out = common::relay_hil(&[
-        "image",
-        "--build-id",
-        "lab00001",
-        "-o",
-        image.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", common::printed(&out));
+    let image = common::relay_image(&lab.dir, "lab00001", 0);
     let out = lab
         .relay_hil(&[
             "run",

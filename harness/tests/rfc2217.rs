@@ -158,15 +158,7 @@ fn the_suite_flashes_and_runs_over_rfc2217() {
     let dir = common::temp_dir("remote");
     let (mut board, ready) = remote_board(&dir);
     let url = format!("rfc2217://{}", ready["rfc2217"].as_str().unwrap());
-    let image = dir.join("relay.bin");
-    let out = common::relay_hil(&[
-        "image",
-        "--build-id",
-        "remote01",
-        "-o",
-        image.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", common::printed(&out));
+    let image = common::relay_image(&dir, "remote01", 0);
     let out = common::on_lab_network(&mut common::command(&[
         "run",
         "--port",
@@ -247,15 +239,7 @@ fn served_board(dir: &std::path::Path) -> (Child, String) {
 fn esptool_with_its_defaults_flashes_a_served_board() {
     let dir = common::temp_dir("served");
     let (mut serve, url) = served_board(&dir);
-    let image = dir.join("relay.bin");
-    let out = common::relay_hil(&[
-        "image",
-        "--build-id",
-        "served01",
-        "-o",
-        image.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", common::printed(&out));
+    let image = common::relay_image(&dir, "served01", 0);
     let out = Command::new(esptool())
         .args(["--chip", "esp8266", "--port", &url, "write_flash", "0x0"])
         .arg(&image)

@@ -96,6 +96,24 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// `relay-hil image --build-id ID --size SIZE`, written to `DIR/ID.bin` (0: the smallest).
+#[allow(dead_code)] // every test binary compiles this module; not every one flashes
+pub fn relay_image(dir: &std::path::Path, id: &str, size: usize) -> PathBuf {
+    let path = dir.join(format!("{id}.bin"));
+    let size = size.to_string();
+    let out = relay_hil(&[
+        "image",
+        "--build-id",
+        id,
+        "--size",
+        &size,
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", printed(&out));
+    path
+}
+
 /// `cmd` on the `lab` network: the WiFi a board started by it joins, or the credentials the
 /// harness provisions a board with.
 #[allow(dead_code)] // every test binary compiles this module; not every one needs a network
